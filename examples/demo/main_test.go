@@ -1,0 +1,32 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The demo is the README's first command: it must keep working and keep
+// showing what it claims to show.
+func TestDemo(t *testing.T) {
+	var out, logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	require.NoError(t, run(t.Context(), log, &out))
+
+	assert.Contains(t, out.String(), "edge.example     → method=SRV cached=false targets=[vcse1.edge.example:5270 (direct TLS)")
+	assert.Contains(t, out.String(), "edge.example     → method=SRV cached=true")
+	assert.Contains(t, out.String(), "partner.example  → method=fallback")
+	assert.Contains(t, out.String(), "münchen.example  → method=SRV cached=false targets=[xmpp.xn--mnchen-3ya.example:5269]")
+	assert.Contains(t, out.String(), "cisco.example    → method=static cached=false targets=[127.0.0.31:5269 127.0.0.32:5269]")
+	assert.Contains(t, out.String(), "closed.example   → refused")
+	assert.Regexp(t, `TLS required +refuse <policy-violation/> +TLS +TLS`, out.String())
+	assert.Regexp(t, `No TLS +plaintext +plaintext +refuse <unsupported-feature/>`, out.String())
+	assert.Contains(t, out.String(), "authorized by dialback; a forged key was refused")
+
+	assert.Contains(t, logs.String(), `msg=resolved domain=edge.example puny=edge.example method=SRV dns-timings="(TOTAL:`)
+	assert.Contains(t, logs.String(), `type=\"valid\"></db:verify>`)
+	assert.Contains(t, logs.String(), "Scheduling dialback timeout in 30 seconds")
+}
