@@ -1,0 +1,20 @@
+// Package tlsmode implements the per-domain security mode of an XMPP
+// server-to-server link, modelled on Cisco Expressway's "Security mode"
+// setting: "No TLS", "TLS optional" or "TLS required". The zero Mode is
+// Required, so a domain nobody configured is never federated in plaintext.
+//
+// A mode decides two things. As receiving server it decides what we
+// advertise: nothing, <starttls/>, or <starttls><required/></starttls>
+// (RFC 6120 §5, see Mode.Offer and StartTLS). As initiating server, and for a
+// peer that does or does not ask for TLS, Decide says whether to run STARTTLS,
+// stay in plaintext, or refuse the stream and with which stream error
+// condition. Following RFC 7590, TLS is used whenever both sides can do it;
+// plaintext is only ever the result of a mode that allows it meeting a peer
+// that cannot (or, in No TLS mode, does not insist).
+//
+// StartTLS provides the STARTTLS exchange as a mellium.im/xmpp stream
+// feature for both directions. Compared with xmpp.StartTLS it honours the
+// optional mode, verifies the peer's certificate against the remote XMPP
+// domain (the S2S reference identifier, never the SRV target host), enforces
+// TLS 1.2 or newer, and never modifies the caller's tls.Config.
+package tlsmode
