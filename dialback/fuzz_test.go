@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -47,6 +48,30 @@ func FuzzDecode(f *testing.F) {
 		out2, err := xml.Marshal(again)
 		if err != nil || string(out2) != string(out) {
 			t.Fatalf("round trip changed the element:\n%s\n%s (%v)", out, out2, err)
+		}
+	})
+}
+
+// FuzzFeatureParse feeds arbitrary stream features to the dialback
+// feature's parser: no panic, and <errors/> is reported only when present.
+func FuzzFeatureParse(f *testing.F) {
+	f.Add(`<errors/>`)
+	f.Add(`<other xmlns='urn:example'><errors/></other>`)
+	f.Add(`<errors><x/></errors>`)
+	feature := Feature()
+	f.Fuzz(func(t *testing.T, inner string) {
+		d := xml.NewDecoder(strings.NewReader(`<dialback xmlns='urn:xmpp:features:dialback'>` + inner + `</dialback>`))
+		tok, err := d.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := tok.(xml.StartElement)
+		_, data, err := feature.Parse(t.Context(), d, &start)
+		if err != nil {
+			return
+		}
+		if data.(Support).Errors && !strings.Contains(inner, "errors") {
+			t.Fatalf("errors support reported for %q", inner)
 		}
 	})
 }

@@ -1,0 +1,170 @@
+package srv
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// DefaultPort is the XMPP server-to-server port (RFC 6120 §3.2.2), used for
+// the fallback target and for static routes without a port.
+const DefaultPort = 5269
+
+const (
+	maxNameLen  = 253 // presentation length without the trailing dot
+	maxLabelLen = 63
+)
+
+// NormalizeDomain returns the ASCII form of an XMPP domain as it is looked
+// up in DNS: one trailing dot removed, IDNA-mapped to A-labels (UTS #46
+// lookup profile) and lowercased. "münchen.example." becomes
+// "xn--mnchen-3ya.example". An IP literal (optionally in brackets) is
+// returned in its canonical text form. Errors match [ErrInvalidDomain].
+func NormalizeDomain(domain string) (string, error) {
+	ascii, _, err := normalize(domain)
+	return ascii, err
+}
+
+// normalize is NormalizeDomain that also reports whether the domain is an IP
+// literal (ip is valid then).
+func normalize(domain string) (ascii string, ip netip.Addr, err error) {
+	s := strings.TrimSuffix(domain, ".")
+	if s == "" {
+		return "", netip.Addr{}, invalidDomain(domain, "empty name")
+	}
+	if looksLikeIP(s) {
+		if a, ok := parseIPLiteral(s); ok {
+			return a.String(), a, nil
+		}
+	}
+	// Most names are already plain lowercase ASCII; skipping IDNA for them
+	// keeps cached lookups cheap. FuzzNormalizeDomain checks both paths agree.
+	if fastASCII(s) {
+		return strings.ToLower(s), netip.Addr{}, nil
+	}
+	ascii, err = normalizeSlow(domain, s)
+	return ascii, netip.Addr{}, err
+}
+
+// normalizeSlow runs the full IDNA mapping on s (domain minus the trailing
+// dot); domain is only used for error messages.
+func normalizeSlow(domain, s string) (string, error) {
+	a, err := idna.Lookup.ToASCII(s)
+	if err != nil {
+		return "", invalidDomain(domain, err.Error())
+	}
+	a = strings.ToLower(a)
+	if reason := checkLDH(a); reason != "" {
+		return "", invalidDomain(domain, reason)
+	}
+	// Insist on a fixed point so that a normalised name (a cache or static
+	// route key) always normalises to itself.
+	if b, err := idna.Lookup.ToASCII(a); err != nil || b != a {
+		return "", invalidDomain(domain, "IDNA mapping is not stable")
+	}
+	return a, nil
+}
+
+func invalidDomain(domain, reason string) error {
+	return fmt.Errorf("srv: %w %q: %s", ErrInvalidDomain, domain, reason)
+}
+
+// looksLikeIP is a cheap pre-check that spares host names the allocation
+// of a failed netip.ParseAddr: IPv6 needs a colon, and an IPv4 address ends
+// in a digit while top-level domains never consist of digits only.
+func looksLikeIP(s string) bool {
+	c := s[len(s)-1]
+	return s[0] == '[' || '0' <= c && c <= '9' || strings.IndexByte(s, ':') >= 0
+}
+
+// parseIPLiteral accepts "192.0.2.1", "2001:db8::1" and "[2001:db8::1]"; zones
+// are rejected because they are meaningless across the network.
+func parseIPLiteral(s string) (netip.Addr, bool) {
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		a, err := netip.ParseAddr(s[1 : len(s)-1])
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return netip.Addr{}, false
+		}
+		return a, true
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// fastASCII reports whether s is a host name made of letters, digits and
+// hyphens that IDNA would leave unchanged apart from case: no label starts or
+// ends with a hyphen or has "--" in positions 3-4 (which covers "xn--").
+func fastASCII(s string) bool {
+	if len(s) > maxNameLen {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] != '.' {
+			c := s[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+			continue
+		}
+		l := s[start:i]
+		if l == "" || len(l) > maxLabelLen || l[0] == '-' || l[len(l)-1] == '-' ||
+			len(l) >= 4 && l[2] == '-' && l[3] == '-' {
+			return false
+		}
+		start = i + 1
+	}
+	return true
+}
+
+// checkLDH returns why the A-label form s is not a valid DNS host name, or ""
+// if it is.
+func checkLDH(s string) string {
+	if s == "" {
+		return "empty name"
+	}
+	if len(s) > maxNameLen {
+		return fmt.Sprintf("longer than %d characters", maxNameLen)
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		switch {
+		case l == "":
+			return "empty label"
+		case len(l) > maxLabelLen:
+			return fmt.Sprintf("label longer than %d characters", maxLabelLen)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return fmt.Sprintf("character %q not allowed in a host name", c)
+			}
+		}
+	}
+	return ""
+}
+
+// validTarget reports whether an SRV target (lowercase, without the trailing
+// dot) can be used as a host name. Underscores are tolerated because some
+// real deployments use them in host names.
+func validTarget(s string) bool {
+	if s == "" || len(s) > maxNameLen {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if l == "" || len(l) > maxLabelLen {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
