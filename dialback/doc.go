@@ -19,6 +19,7 @@
 // attribute, key size) and leniently where interoperability needs it (Cisco
 // XCP echoes the key inside typed answers; some peers omit the error
 // condition). Bad input is reported as a [*MalformedError] carrying the
-// RFC 6120 stream-error condition to send the peer. [Feature] is the
+// RFC 6120 stream-error condition to send the peer; an element that breaks
+// XEP-0220 is never written ([ErrInvalid]). [Feature] is the
 // urn:xmpp:features:dialback stream feature with <errors/> (XEP-0220 §2.5).
 package dialback

@@ -28,6 +28,7 @@ const (
 const (
 	maxDomainLen   = 1023
 	maxStreamIDLen = 256
+	maxKeyPadding  = 256 // whitespace a pretty-printing peer may put around a key
 )
 
 // Type is the type attribute of a dialback element. The empty Type is a
@@ -52,6 +53,11 @@ func (t Type) valid() bool {
 
 // ErrMalformed matches every *MalformedError.
 var ErrMalformed = errors.New("dialback: malformed element")
+
+// ErrInvalid is returned when writing an element that breaks XEP-0220
+// (missing addresses, an unknown type, a request without a key): such an
+// element is never put on the wire.
+var ErrInvalid = errors.New("dialback: invalid element")
 
 // MalformedError reports a dialback element that breaks XEP-0220 and the
 // stream error to answer it with. It matches ErrMalformed and its Condition
@@ -110,14 +116,71 @@ func (v Verify) Answer(t Type, err *stanza.Error) Verify {
 	return Verify{From: v.To, To: v.From, ID: v.ID, Type: t, Err: err}
 }
 
-// TokenReader returns the element as tokens, prefixed with db:.
+// Validate reports whether r can be sent: addresses are bare domains, the
+// type is known, and a request carries a key of XML characters.
+func (r Result) Validate() error {
+	return validate("result", r.From, r.To, "", r.Type, r.Key)
+}
+
+// Validate reports whether v can be sent; a verify also needs its ID.
+func (v Verify) Validate() error {
+	return validate("verify", v.From, v.To, v.ID, v.Type, v.Key)
+}
+
+// TokenReader returns the element as tokens, prefixed with db:. An element
+// that fails Validate yields the validation error instead of tokens.
 func (r Result) TokenReader() xml.TokenReader {
+	if err := r.Validate(); err != nil {
+		return errReader{err}
+	}
 	return tokens("result", r.From, r.To, "", r.Type, r.Key, r.Err)
 }
 
-// TokenReader returns the element as tokens, prefixed with db:.
+// TokenReader returns the element as tokens, prefixed with db:. An element
+// that fails Validate yields the validation error instead of tokens.
 func (v Verify) TokenReader() xml.TokenReader {
+	if err := v.Validate(); err != nil {
+		return errReader{err}
+	}
 	return tokens("verify", v.From, v.To, v.ID, v.Type, v.Key, v.Err)
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Token() (xml.Token, error) { return nil, e.err }
+
+func validate(local, from, to, id string, t Type, key string) error {
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf("%w <%s:%s/>: %s", ErrInvalid, Prefix, local, fmt.Sprintf(format, args...))
+	}
+	for _, dom := range [...]string{from, to} {
+		if dom == "" {
+			return invalid("missing from or to")
+		}
+		if why := checkDomain(dom); why != "" {
+			return invalid("%q: %s", truncate(dom), why)
+		}
+	}
+	switch {
+	case local == "verify" && id == "":
+		return invalid("missing id")
+	case len(id) > maxStreamIDLen || strings.ContainsAny(id, " \t\r\n"):
+		return invalid("id %q is not a stream ID", truncate(id))
+	case !t.valid():
+		return invalid("unknown type %q", truncate(string(t)))
+	case t == TypeRequest && TrimKey(key) == "":
+		return invalid("request without a key")
+	case t == TypeRequest && (!utf8.ValidString(key) || strings.ContainsFunc(key, notXMLChar)):
+		return invalid("key has characters XML cannot carry")
+	}
+	return nil
+}
+
+// notXMLChar reports runes outside the XML 1.0 Char production, which
+// encoding/xml would silently replace.
+func notXMLChar(r rune) bool {
+	return !(r == 0x09 || r == 0x0A || r == 0x0D ||
+		r >= 0x20 && r <= 0xD7FF || r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF)
 }
 
 // WriteXML writes the element to w (the xmlstream.WriterTo interface).
@@ -156,10 +219,14 @@ func tokens(local, from, to, id string, t Type, key string, stanzaErr *stanza.Er
 		start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Local: "type"}, Value: string(t)})
 	}
 	var inner xml.TokenReader
-	switch {
-	case t == TypeRequest && key != "":
+	switch t {
+	case TypeRequest:
 		inner = xmlstream.Token(xml.CharData(key))
-	case t == TypeError && stanzaErr != nil:
+	case TypeError:
+		if stanzaErr == nil {
+			// The peer must learn the pair failed; say no more than that.
+			stanzaErr = &stanza.Error{Type: stanza.Cancel, Condition: stanza.UndefinedCondition}
+		}
 		inner = stanzaErr.TokenReader()
 	}
 	return xmlstream.Wrap(inner, start)
@@ -186,17 +253,26 @@ func (v *Verify) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
 }
 
 // Decode decodes the dialback element that start opens (the caller has read
-// start from d), consuming it through its end tag.
+// start from d), consuming it through its end tag. On error it returns a nil
+// Element and d may be left inside the element: the stream is unusable and
+// the error says which stream error to close it with.
 func Decode(d *xml.Decoder, start xml.StartElement) (Element, error) {
+	var el interface {
+		Element
+		xml.Unmarshaler
+	}
 	switch start.Name.Local {
 	case "result":
-		r := new(Result)
-		return r, r.UnmarshalXML(d, start)
+		el = new(Result)
 	case "verify":
-		v := new(Verify)
-		return v, v.UnmarshalXML(d, start)
+		el = new(Verify)
+	default:
+		return nil, malformed(start.Name.Local, stream.UnsupportedStanzaType, "not a dialback element")
 	}
-	return nil, malformed(start.Name.Local, stream.UnsupportedStanzaType, "not a dialback element")
+	if err := el.UnmarshalXML(d, start); err != nil {
+		return nil, err
+	}
+	return el, nil
 }
 
 type fields struct {
@@ -223,15 +299,21 @@ func decode(d *xml.Decoder, start xml.StartElement, local string) (fields, error
 		if a.Name.Space != "" {
 			continue // xmlns declarations and foreign attributes
 		}
+		var dup bool
 		switch a.Name.Local {
 		case "from":
-			f.from, seen.from = a.Value, true
+			dup, f.from, seen.from = seen.from, a.Value, true
 		case "to":
-			f.to, seen.to = a.Value, true
+			dup, f.to, seen.to = seen.to, a.Value, true
 		case "id":
-			f.id, seen.id = a.Value, true
+			dup, f.id, seen.id = seen.id, a.Value, true
 		case "type":
-			f.typ, seen.typ = Type(a.Value), true
+			dup, f.typ, seen.typ = seen.typ, Type(a.Value), true
+		}
+		if dup {
+			// XML forbids it; encoding/xml lets it through. Refuse rather
+			// than guess which value the peer meant.
+			return f, malformed(local, stream.BadFormat, "attribute %s repeated", a.Name.Local)
 		}
 	}
 	switch {
@@ -263,8 +345,11 @@ func decode(d *xml.Decoder, start xml.StartElement, local string) (fields, error
 		case xml.EndElement:
 			if f.typ == TypeRequest {
 				f.key = TrimKey(string(key))
-				if f.key == "" {
+				switch {
+				case f.key == "":
 					return f, malformed(local, stream.BadFormat, "request without a key")
+				case len(f.key) > MaxKeyLen:
+					return f, malformed(local, stream.PolicyViolation, "key longer than %d bytes", MaxKeyLen)
 				}
 			} else if f.typ == TypeError && f.err == nil {
 				// Lenient: an error answer without its child still fails the
@@ -277,10 +362,13 @@ func decode(d *xml.Decoder, start xml.StartElement, local string) (fields, error
 			if f.typ != TypeRequest {
 				continue
 			}
-			if len(key)+len(tok) > MaxKeyLen+64 { // slack for whitespace around the key
+			// Stop buffering early; the exact bound applies after trimming.
+			if len(key)+len(tok) > MaxKeyLen+maxKeyPadding {
 				return f, malformed(local, stream.PolicyViolation, "key longer than %d bytes", MaxKeyLen)
 			}
 			key = append(key, tok...)
+		case xml.Comment, xml.ProcInst, xml.Directive:
+			return f, malformed(local, stream.RestrictedXML, "comments, processing instructions and DTDs are not allowed in XMPP (RFC 6120 §11.1)")
 		case xml.StartElement:
 			if err := decodeChild(d, tok, local, &f); err != nil {
 				return f, err
@@ -296,6 +384,15 @@ func decodeChild(d *xml.Decoder, child xml.StartElement, local string, f *fields
 	case f.typ == TypeRequest:
 		return malformed(local, stream.BadFormat, "request contains <%s/>", truncate(child.Name.Local))
 	case isError && f.typ == TypeError && f.err == nil:
+		// Only the type attribute matters here; a malformed by='' (a JID)
+		// must not turn a dialback error into a stream failure.
+		attrs := child.Attr
+		child.Attr = nil
+		for _, a := range attrs {
+			if a.Name.Space == "" && a.Name.Local == "type" {
+				child.Attr = append(child.Attr, a)
+			}
+		}
 		var se stanza.Error
 		if err := d.DecodeElement(&se, &child); err != nil {
 			return err

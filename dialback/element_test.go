@@ -99,6 +99,12 @@ func TestDecode(t *testing.T) {
 		{"error child ignored on a non-error answer",
 			`<db:result from='a.example' to='b.example' type='invalid'><error type='cancel'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>`,
 			&Result{From: "a.example", To: "b.example", Type: TypeInvalid}},
+		{"key of exactly MaxKeyLen bytes, padded with whitespace",
+			"<db:result from='a.example' to='b.example'>\n" + strings.Repeat(" ", 200) + strings.Repeat("f", MaxKeyLen) + "\n</db:result>",
+			&Result{From: "a.example", To: "b.example", Key: strings.Repeat("f", MaxKeyLen)}},
+		{"malformed by on the error child is ignored",
+			`<db:result from='m.example' to='c.example' type='error'><error type='cancel' by='@@@'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>`,
+			&Result{From: "m.example", To: "c.example", Type: TypeError, Err: itemNotFound}},
 		{"IDN domains as sent",
 			`<db:result from='münchen.example' to='b.example'>k</db:result>`,
 			&Result{From: "münchen.example", To: "b.example", Key: "k"}},
@@ -131,15 +137,21 @@ func TestDecodeMalformed(t *testing.T) {
 		{"request without key", `<db:result from='a.example' to='b.example'/>`, stream.BadFormat},
 		{"request with only whitespace", "<db:result from='a.example' to='b.example'> \n </db:result>", stream.BadFormat},
 		{"request with a child element", `<db:result from='a.example' to='b.example'>k<evil/></db:result>`, stream.BadFormat},
-		{"oversized key", `<db:result from='a.example' to='b.example'>` + strings.Repeat("f", MaxKeyLen+65) + `</db:result>`, stream.PolicyViolation},
+		{"key one byte over the limit", `<db:result from='a.example' to='b.example'>` + strings.Repeat("f", MaxKeyLen+1) + `</db:result>`, stream.PolicyViolation},
+		{"huge key", `<db:result from='a.example' to='b.example'>` + strings.Repeat("f", 1<<20) + `</db:result>`, stream.PolicyViolation},
+		{"repeated type", `<db:result from='a.example' to='b.example' type='valid' type='invalid'/>`, stream.BadFormat},
+		{"repeated from", `<db:result from='a.example' from='evil.example' to='b.example'>k</db:result>`, stream.BadFormat},
+		{"comment in the key", `<db:result from='a.example' to='b.example'>k<!-- c -->k2</db:result>`, stream.RestrictedXML},
+		{"processing instruction", `<db:verify from='a.example' to='b.example' id='i' type='valid'><?pi x?></db:verify>`, stream.RestrictedXML},
 		{"wrong namespace", `<result xmlns='jabber:server' from='a.example' to='b.example'>k</result>`, stream.InvalidNamespace},
 		{"unbound prefix", `<dbx:result from='a.example' to='b.example'>k</dbx:result>`, stream.InvalidNamespace},
 		{"not a dialback element", `<db:nonsense from='a.example' to='b.example'/>`, stream.UnsupportedStanzaType},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeFirst(wrap(tt.in))
+			el, err := decodeFirst(wrap(tt.in))
 			require.Error(t, err)
+			assert.Nil(t, el, "no element on error")
 			assert.ErrorIs(t, err, ErrMalformed)
 			assert.ErrorIs(t, err, tt.cond, "condition")
 			var me *MalformedError
@@ -192,6 +204,38 @@ func TestMarshal(t *testing.T) {
 			assert.Equal(t, tt.want, string(out))
 		})
 	}
+}
+
+func TestMarshalRefusesInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		el   any
+	}{
+		{"result without from", Result{To: "b.example", Key: "k"}},
+		{"result with a full JID", Result{From: "a@a.example", To: "b.example", Key: "k"}},
+		{"request without key", Result{From: "a.example", To: "b.example"}},
+		{"request with blank key", Result{From: "a.example", To: "b.example", Key: " \n"}},
+		{"key with NUL", Result{From: "a.example", To: "b.example", Key: "ab\x00cd"}},
+		{"key with invalid UTF-8", Result{From: "a.example", To: "b.example", Key: "ab\xffcd"}},
+		{"unknown type", Result{From: "a.example", To: "b.example", Type: "bogus"}},
+		{"verify without id", Verify{From: "a.example", To: "b.example", Key: "k"}},
+		{"verify id with space", Verify{From: "a.example", To: "b.example", ID: "a b", Type: TypeValid}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := xml.Marshal(tt.el)
+			assert.ErrorIs(t, err, ErrInvalid, "wrote %s", out)
+			if v, ok := tt.el.(interface{ Validate() error }); ok {
+				assert.ErrorIs(t, v.Validate(), ErrInvalid)
+			}
+		})
+	}
+}
+
+func TestMarshalErrorWithoutCondition(t *testing.T) {
+	out, err := xml.Marshal(Result{From: "b.example", To: "a.example", Type: TypeError})
+	require.NoError(t, err)
+	assert.Equal(t, `<db:result from="b.example" to="a.example" type="error"><error type="cancel"><undefined-condition xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"></undefined-condition></error></db:result>`, string(out))
 }
 
 func TestRoundTrip(t *testing.T) {

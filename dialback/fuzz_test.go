@@ -15,6 +15,9 @@ import (
 // trip unchanged.
 func FuzzDecode(f *testing.F) {
 	seeds, _ := filepath.Glob("testdata/*.xml")
+	if len(seeds) == 0 {
+		f.Fatal("no seed corpus in testdata/*.xml")
+	}
 	for _, name := range seeds {
 		data, err := os.ReadFile(name)
 		if err != nil {

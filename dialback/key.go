@@ -13,7 +13,9 @@ import (
 
 // MaxKeyLen is the longest key, in bytes after trimming surrounding
 // whitespace, that this package accepts from a peer. Real keys are 40 or 64
-// hex digits; the bound stops a peer from making us buffer or hash megabytes.
+// hex digits; the bound stops a peer from making us keep or hash large
+// strings. It cannot stop encoding/xml from reading one oversized text token
+// first: the stream layer bounds the size of every element it reads.
 const MaxKeyLen = 1024
 
 // A KeyAlgorithm derives and checks dialback keys for one secret.
