@@ -137,7 +137,6 @@ func dialbackRoundTrip(log *slog.Logger, out io.Writer) error {
 	req := dialback.Result{From: "edge.example", To: "partner.example",
 		Key: vcse1.Key("partner.example", "edge.example", streamID)}
 	trace(log, "vcse1.edge.example", "sending", req)
-	log.Info("Scheduling dialback timeout in 30 seconds", "local", "edge.example", "remote", "partner.example")
 
 	// partner.example asks edge.example's authoritative server, found by SRV.
 	verify := dialback.Verify{From: req.To, To: req.From, ID: streamID, Key: req.Key}

@@ -28,5 +28,5 @@ func TestDemo(t *testing.T) {
 
 	assert.Contains(t, logs.String(), `msg=resolved domain=edge.example puny=edge.example method=SRV dns-timings="(TOTAL:`)
 	assert.Contains(t, logs.String(), `type=\"valid\"></db:verify>`)
-	assert.Contains(t, logs.String(), "Scheduling dialback timeout in 30 seconds")
+	assert.Contains(t, logs.String(), `level=WARN msg="dialback key refused: possible spoofing"`)
 }
