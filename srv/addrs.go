@@ -10,13 +10,22 @@ import (
 // LookupAddrs returns the IP addresses of host, a target returned by
 // [Resolver.LookupServer], asking A and AAAA in parallel through the same
 // nameservers and cache as SRV lookups (the system resolver is not used).
-// IPv6 addresses come first, then IPv4, each in answer order; a dialer that
-// wants Happy Eyeballs (RFC 8305) can split them with Addr.Is4. An IP
+// IPv6 addresses come first, then IPv4, each in answer order, at most 32 of
+// each family (a bound on what a hostile zone can make us cache); a dialer
+// that wants Happy Eyeballs (RFC 8305) can split them with Addr.Is4. An IP
 // literal is returned as is. If DNS has no address for host, the error
 // matches [ErrHostNotFound]; if one query fails but the other gives
 // addresses, those are returned without error.
+//
+// host follows the rule for DNS host names, which every SRV target that
+// LookupServer returns meets: an all-ASCII name is only lowercased and
+// must consist of labels of letters, digits, hyphens and underscores, none
+// starting or ending with a hyphen; a name with other characters is mapped
+// to A-labels (UTS #46) first. "xmpp_1.example.com" and "ab--cd.example.com"
+// are valid host names though not valid XMPP domains ([NormalizeDomain]).
+// An invalid name gives an error matching [ErrInvalidDomain].
 func (r *Resolver) LookupAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
-	ascii, ip, err := normalize(host)
+	ascii, ip, err := normalizeHost(host)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,18 @@ const (
 // lookup profile) and lowercased. "münchen.example." becomes
 // "xn--mnchen-3ya.example". An IP literal (optionally in brackets) is
 // returned in its canonical text form. Errors match [ErrInvalidDomain].
+//
+// XMPP domains are identities (RFC 7622 treats the domainpart as an
+// IDNA-aware slot; it appears in JIDs, certificates and dialback keys), so
+// they follow the UTS #46 lookup profile of golang.org/x/net/idna, which
+// applies the STD3 rules and CheckHyphens: '_' is refused, and so is a label
+// with "--" in positions 3-4 that is not a valid A-label, such as "ab--cd".
+// Such "reserved LDH labels" (RFC 5890 §2.3.1) are a disputed case: the
+// IDNA2008 authors read them as reserved and not to be looked up, while
+// browsers (UTS #46 with CheckHyphens off) accept them. We keep the stricter
+// reading for domains. Host names found in SRV records, static routes or
+// passed to [Resolver.LookupAddrs] are plain DNS names and follow a more
+// lenient rule that accepts both.
 func NormalizeDomain(domain string) (string, error) {
 	ascii, _, err := normalize(domain)
 	return ascii, err
@@ -122,9 +134,23 @@ func fastASCII(s string) bool {
 	return true
 }
 
-// checkLDH returns why the A-label form s is not a valid DNS host name, or ""
-// if it is.
-func checkLDH(s string) string {
+// checkLDH returns why the A-label form s is not a valid DNS host name in
+// the strict sense of RFC 1123 (letters, digits and hyphens), or "" if it is.
+func checkLDH(s string) string { return checkName(s, false) }
+
+// checkHost returns why the lowercase ASCII name s (without the trailing
+// dot) is not usable as a DNS host name, or "" if it is. This is the one
+// rule for host names: SRV targets, hosts given to [Resolver.LookupAddrs] and
+// static route targets. It is RFC 1123's letters, digits and hyphens, no
+// label starting or ending with a hyphen, plus '_', which some deployments
+// use in host names and DNS itself allows. Unlike IDNA it does not mind
+// "--" in positions 3-4 ("r3---sn-abc.example.com" is a real host name) and
+// does not decode "xn--" labels: a host name is only looked up, never
+// displayed or compared as an identity.
+func checkHost(s string) string { return checkName(s, true) }
+
+// checkName implements checkLDH and checkHost.
+func checkName(s string, underscore bool) string {
 	if s == "" {
 		return "empty name"
 	}
@@ -137,10 +163,12 @@ func checkLDH(s string) string {
 			return "empty label"
 		case len(l) > maxLabelLen:
 			return fmt.Sprintf("label longer than %d characters", maxLabelLen)
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return fmt.Sprintf("label %q starts or ends with a hyphen", l)
 		}
 		for i := 0; i < len(l); i++ {
 			c := l[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || underscore && c == '_') {
 				return fmt.Sprintf("character %q not allowed in a host name", c)
 			}
 		}
@@ -148,22 +176,50 @@ func checkLDH(s string) string {
 	return ""
 }
 
-// validTarget reports whether an SRV target (lowercase, without the trailing
-// dot) can be used as a host name. Underscores are tolerated because some
-// real deployments use them in host names.
-func validTarget(s string) bool {
-	if s == "" || len(s) > maxNameLen {
-		return false
+// hostProfile maps a host name with non-ASCII characters to A-labels: the
+// UTS #46 mapping and validation of the lookup profile, but without
+// CheckHyphens and the STD3 character rules, whose job checkHost does on the
+// result, so that the same labels are accepted with or without non-ASCII
+// neighbours.
+var hostProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.CheckHyphens(false), idna.StrictDomainName(false))
+
+// normalizeHost returns the form in which a DNS host name is queried and
+// cached: one trailing dot removed, and then
+//
+//   - an IP literal (optionally in brackets) in its canonical text form, ip
+//     set;
+//   - an all-ASCII name lowercased, without IDNA processing;
+//   - any other name mapped to A-labels by UTS #46 and lowercased;
+//
+// the name must then pass checkHost. The result is a fixed point. Errors
+// match [ErrInvalidDomain].
+func normalizeHost(host string) (ascii string, ip netip.Addr, err error) {
+	s := strings.TrimSuffix(host, ".")
+	if s == "" {
+		return "", netip.Addr{}, invalidDomain(host, "empty name")
 	}
-	for l := range strings.SplitSeq(s, ".") {
-		if l == "" || len(l) > maxLabelLen {
-			return false
+	if looksLikeIP(s) {
+		if a, ok := parseIPLiteral(s); ok {
+			return a.String(), a, nil
 		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
+	}
+	if isASCII(s) {
+		ascii = strings.ToLower(s)
+	} else if ascii, err = hostProfile.ToASCII(s); err != nil {
+		return "", netip.Addr{}, invalidDomain(host, err.Error())
+	} else {
+		ascii = strings.ToLower(ascii)
+	}
+	if reason := checkHost(ascii); reason != "" {
+		return "", netip.Addr{}, invalidDomain(host, reason)
+	}
+	return ascii, netip.Addr{}, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
 		}
 	}
 	return true

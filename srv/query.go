@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,18 @@ const ednsSize = 1232
 // maxCacheEntries bounds the cache; past it expired entries are swept and,
 // if that is not enough, arbitrary ones dropped.
 const maxCacheEntries = 10000
+
+// maxRecords and maxAddrs bound how much of one answer is kept. They are a
+// defence, not a DNS rule: a 64 KB answer over TCP holds about a thousand SRV
+// records, the cache holds up to maxCacheEntries answers, and a remote
+// server can make us resolve domains it controls (a dialback verification
+// names any domain). Only the first records of an answer, in answer order,
+// are used; RFC 2782 ordering then works on those. Real XMPP domains publish
+// a handful of records, far below either bound.
+const (
+	maxRecords = 64 // SRV records per answer
+	maxAddrs   = 32 // addresses per A or AAAA answer
+)
 
 // kind is what is asked about a name; with the name it forms the cache key,
 // so a cache hit needs no string building.
@@ -377,7 +390,7 @@ func (r *Resolver) classify(k cacheKey, server string, resp *dns.Msg) *entry {
 		}
 		switch v := rr.(type) {
 		case *dns.SRV:
-			if k.kind != kindXMPP && k.kind != kindXMPPS {
+			if k.kind != kindXMPP && k.kind != kindXMPPS || len(e.records) == maxRecords {
 				continue
 			}
 			minTTL(v.Hdr.Ttl)
@@ -386,25 +399,28 @@ func (r *Resolver) classify(k cacheKey, server string, resp *dns.Msg) *entry {
 				e.dot = true
 				continue
 			}
-			if !validTarget(t) {
+			if checkHost(t) != "" {
 				continue // as Go's resolver does: not a usable host name
+			}
+			if e.records == nil {
+				e.records = make([]Record, 0, min(len(resp.Answer), maxRecords))
 			}
 			e.records = append(e.records, Record{Priority: v.Priority, Weight: v.Weight, Port: v.Port, Target: t, DirectTLS: k.kind == kindXMPPS})
 		case *dns.A:
-			if k.kind != kindA {
+			if k.kind != kindA || len(e.addrs) == maxAddrs {
 				continue
 			}
 			if a, ok := netip.AddrFromSlice(v.A.To4()); ok {
 				minTTL(v.Hdr.Ttl)
-				e.addrs = append(e.addrs, a)
+				e.addAddr(a, len(resp.Answer))
 			}
 		case *dns.AAAA:
-			if k.kind != kindAAAA {
+			if k.kind != kindAAAA || len(e.addrs) == maxAddrs {
 				continue
 			}
 			if a, ok := netip.AddrFromSlice(v.AAAA.To16()); ok {
 				minTTL(v.Hdr.Ttl)
-				e.addrs = append(e.addrs, a)
+				e.addAddr(a, len(resp.Answer))
 			}
 		}
 	}
@@ -442,7 +458,40 @@ func (r *Resolver) classify(k cacheKey, server string, resp *dns.Msg) *entry {
 	return e
 }
 
-// servers returns the nameservers to ask, each "host:port".
+// addAddr appends a to e.addrs, sizing the slice for an answer of n records
+// on first use so that no spare capacity outlives classify.
+func (e *entry) addAddr(a netip.Addr, n int) {
+	if e.addrs == nil {
+		e.addrs = make([]netip.Addr, 0, min(n, maxAddrs))
+	}
+	e.addrs = append(e.addrs, a)
+}
+
+// resolvConfCheckInterval is how often, at most, the system resolver
+// configuration is checked for changes (the interval Go's own resolver
+// uses): a stat every few seconds costs nothing next to a DNS query.
+const resolvConfCheckInterval = 5 * time.Second
+
+// fileStamp identifies a version of a file well enough to notice that it
+// was rewritten: its modification time and size, or that it is missing.
+type fileStamp struct {
+	mtime, size int64
+	exists      bool
+}
+
+func stampOf(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{mtime: fi.ModTime().UnixNano(), size: fi.Size(), exists: true}
+}
+
+// servers returns the nameservers to ask, each "host:port". Without
+// Nameservers they come from resolv.conf, which is read again when its
+// modification time or size has changed, checked at most every
+// resolvConfCheckInterval, so that a changed network configuration (a new
+// DHCP lease, a VPN) is picked up without a restart.
 func (r *Resolver) servers() []string {
 	if len(r.Nameservers) > 0 {
 		out := make([]string, len(r.Nameservers))
@@ -451,10 +500,21 @@ func (r *Resolver) servers() []string {
 		}
 		return out
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.sysServers == nil {
-		r.sysServers = systemServers(r.resolvConf)
+	r.sysMu.Lock()
+	defer r.sysMu.Unlock()
+	now := r.clock()
+	if r.sysServers != nil && now.Sub(r.sysChecked) < resolvConfCheckInterval {
+		return r.sysServers
+	}
+	r.sysChecked = now
+	path := r.resolvConf
+	if path == "" {
+		path = "/etc/resolv.conf"
+	}
+	// Stat before reading: a change in between is seen at the next check.
+	if st := stampOf(path); r.sysServers == nil || st != r.sysStamp {
+		r.sysServers = systemServers(path)
+		r.sysStamp = st
 	}
 	return r.sysServers
 }

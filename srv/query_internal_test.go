@@ -1,6 +1,7 @@
 package srv
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"testing"
@@ -83,6 +84,36 @@ func TestClassify(t *testing.T) {
 	assert.Equal(t, "192.0.2.1", e.addrs[0].String())
 }
 
+func TestClassifyCapsAnswers(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	r := &Resolver{now: func() time.Time { return now }}
+	var rrs []string
+	for i := range 200 {
+		rrs = append(rrs, fmt.Sprintf("_xmpp-server._tcp.d.test. 300 IN SRV 0 0 5269 h%d.d.test.", i))
+	}
+	rrs = append(rrs, "_xmpp-server._tcp.d.test. 10 IN SRV 0 0 0 .") // past the cap: ignored
+	e := r.classify(cacheKey{name: "d.test", kind: kindXMPP}, "ns", srvResponse(dns.RcodeSuccess, rrs...))
+	require.Len(t, e.records, maxRecords)
+	assert.LessOrEqual(t, cap(e.records), maxRecords, "no spare capacity is kept")
+	for i, rec := range e.records {
+		assert.Equal(t, fmt.Sprintf("h%d.d.test", i), rec.Target, "the first records in answer order")
+	}
+	assert.Equal(t, now.Add(300*time.Second), e.expires, "TTL of the records kept")
+
+	rrs = rrs[:0]
+	for i := range 100 {
+		rrs = append(rrs, fmt.Sprintf("h.test. 60 IN A 192.0.2.%d", i+1), fmt.Sprintf("h.test. 60 IN AAAA 2001:db8::%x", i+1))
+	}
+	for _, k := range []kind{kindA, kindAAAA} {
+		e = r.classify(cacheKey{name: "h.test", kind: k}, "ns", srvResponse(dns.RcodeSuccess, rrs...))
+		require.Len(t, e.addrs, maxAddrs)
+		assert.LessOrEqual(t, cap(e.addrs), maxAddrs)
+		assert.Equal(t, k == kindA, e.addrs[0].Is4())
+		assert.Equal(t, k == kindA, e.addrs[maxAddrs-1].Is4())
+	}
+	assert.Equal(t, "2001:db8::20", e.addrs[maxAddrs-1].String())
+}
+
 func TestRoundTripRejectsMismatchedTCPAnswer(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -119,6 +150,7 @@ func FuzzClassify(f *testing.F) {
 		srvResponse(dns.RcodeSuccess, "_xmpp-server._tcp.d.test. 300 IN SRV 0 0 0 ."),
 		srvResponse(dns.RcodeNameError, "test. 900 IN SOA ns.test. a.test. 1 1 1 1 120"),
 		srvResponse(dns.RcodeSuccess, "h.test. 60 IN A 192.0.2.1", "h.test. 60 IN AAAA 2001:db8::1"),
+		srvResponse(dns.RcodeSuccess, "_xmpp-server._tcp.d.test. 300 IN SRV 1 2 5270 XMPP_1.ab--cd.d.test."),
 	} {
 		b, err := m.Pack()
 		require.NoError(f, err)
@@ -136,9 +168,16 @@ func FuzzClassify(f *testing.F) {
 			if len(e.records) > 0 && e.dot {
 				t.Fatal("records and dot at once")
 			}
+			if len(e.records) > maxRecords || len(e.addrs) > maxAddrs {
+				t.Fatalf("%d records, %d addresses kept", len(e.records), len(e.addrs))
+			}
 			for _, rec := range e.records {
-				if !validTarget(rec.Target) || rec.DirectTLS != (k == kindXMPPS) {
+				if checkHost(rec.Target) != "" || rec.DirectTLS != (k == kindXMPPS) {
 					t.Fatalf("bad record %+v for kind %d", rec, k)
+				}
+				// Every target is accepted by LookupAddrs as it is.
+				if h, ip, err := normalizeHost(rec.Target); err != nil || ip.IsValid() || h != rec.Target {
+					t.Fatalf("target %q normalises to %q, %v, %v", rec.Target, h, ip, err)
 				}
 			}
 			for _, a := range e.addrs {

@@ -30,7 +30,9 @@ const (
 type Resolver struct {
 	// Nameservers are asked in order, each as "host:port" (":53" is added
 	// when the port is missing). Empty means those of /etc/resolv.conf, or
-	// 127.0.0.1:53 if that file cannot be read.
+	// 127.0.0.1:53 if that file cannot be read; the file is read again
+	// when its modification time or size changes (checked at most every
+	// five seconds, on a lookup that misses the cache).
 	Nameservers []string
 
 	// Timeout bounds each DNS query; zero means DefaultTimeout.
@@ -43,7 +45,8 @@ type Resolver struct {
 	// StaticRoutes maps a domain to "host:port" targets that are used, in
 	// order, instead of DNS SRV (Expressway's "Use static routes"). A bare
 	// host means port 5269; write IPv6 addresses as "[2001:db8::1]:5269".
-	// Keys are normalised like looked-up domains. This is the initial
+	// Keys are normalised like looked-up domains, target host names like
+	// those of SRV records ([Resolver.LookupAddrs]). This is the initial
 	// table, read on first use; use SetStaticRoutes to change it later.
 	StaticRoutes map[string][]string
 
@@ -78,7 +81,13 @@ type Resolver struct {
 	routes       map[string]staticRoute
 	cache        map[cacheKey]*entry
 	flights      map[cacheKey]*flight
-	sysServers   []string
+
+	// The nameservers of resolvConf, guarded by their own mutex so that
+	// reading the file never delays cache hits.
+	sysMu      sync.Mutex
+	sysServers []string
+	sysStamp   fileStamp // resolvConf when sysServers was read
+	sysChecked time.Time // when resolvConf was last checked for changes
 }
 
 // Method says how a lookup found its targets.
@@ -147,6 +156,11 @@ func (r *Resolver) LookupServer(ctx context.Context, domain string) ([]Target, e
 //  3. If neither has records, the domain itself on port 5269 is the
 //     fallback, except when an SRV record with target "." says the service
 //     is not offered ([ErrNoService]).
+//
+// Only the first 64 records of each SRV answer, in answer order, are used:
+// a defence against domains whose answers would fill the cache, since a
+// remote server can make us resolve domains it controls. Records whose
+// target is not a valid host name (see [Resolver.LookupAddrs]) are skipped.
 //
 // An IP-literal domain yields that address on port 5269 without DNS.
 // Context cancellation is returned promptly as ctx.Err(), wrapped.

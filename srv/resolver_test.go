@@ -408,9 +408,95 @@ func TestIDNA(t *testing.T) {
 	before := s.TotalQueries()
 	_, err := r.LookupServer(context.Background(), "bad..example")
 	require.ErrorIs(t, err, srv.ErrInvalidDomain)
-	_, err = r.LookupAddrs(context.Background(), "bad_host.example")
+	_, err = r.LookupAddrs(context.Background(), "bad host.example")
+	require.ErrorIs(t, err, srv.ErrInvalidDomain)
+	_, err = r.LookupAddrs(context.Background(), "-bad.example")
 	require.ErrorIs(t, err, srv.ErrInvalidDomain)
 	assert.Equal(t, before, s.TotalQueries(), "invalid names never reach DNS")
+}
+
+// TestHostNames checks that every SRV target LookupServer returns is a host
+// LookupAddrs accepts: one rule for DNS host names, more lenient than the one
+// for XMPP domains.
+func TestHostNames(t *testing.T) {
+	s := srvtest.New(t, soa+`
+_xmpp-server._tcp.d.test. IN SRV 10 0 5269 xmpp_1.d.test.
+_xmpp-server._tcp.d.test. IN SRV 20 0 5269 ab--cd.d.test.
+_xmpp-server._tcp.d.test. IN SRV 30 0 5269 UPPER.D.TEST.
+xmpp_1.d.test.              IN A    127.0.0.1
+ab--cd.d.test.              IN A    127.0.0.2
+upper.d.test.               IN AAAA ::1
+ab--cd.test.                IN A    127.0.0.3
+xmpp.xn--mnchen-3ya.test.   IN A    127.0.0.4
+`)
+	r := s.Resolver()
+	ctx := context.Background()
+	targets, err := r.LookupServer(ctx, "d.test")
+	require.NoError(t, err)
+	require.Equal(t, []string{"xmpp_1.d.test:5269", "ab--cd.d.test:5269", "upper.d.test:5269"}, strs(targets))
+	want := []string{"[127.0.0.1]", "[127.0.0.2]", "[::1]"}
+	for i, tg := range targets {
+		addrs, err := r.LookupAddrs(ctx, tg.Host)
+		require.NoError(t, err, tg.Host)
+		assert.Equal(t, want[i], fmt.Sprint(addrs), tg.Host)
+	}
+
+	for host, want := range map[string]string{
+		"XMPP_1.D.TEST.":    "[127.0.0.1]",
+		"ab--cd.test":       "[127.0.0.3]",
+		"AB--CD.Test":       "[127.0.0.3]",
+		"xmpp.münchen.test": "[127.0.0.4]",
+		"XMPP.MÜNCHEN.TEST": "[127.0.0.4]",
+	} {
+		addrs, err := r.LookupAddrs(ctx, host)
+		require.NoError(t, err, host)
+		assert.Equal(t, want, fmt.Sprint(addrs), host)
+	}
+	assert.Equal(t, 1, s.Queries("xmpp.xn--mnchen-3ya.test.", dns.TypeA), "the A-label form is queried, then cached")
+	assert.Equal(t, 1, s.Queries("xmpp_1.d.test.", dns.TypeA), "the target and its upper-case form share the cache")
+	assert.Equal(t, 1, s.Queries("ab--cd.test.", dns.TypeA))
+
+	// XMPP domains stay stricter: "ab--cd" is a reserved label there.
+	_, err = r.LookupServer(ctx, "ab--cd.test")
+	require.ErrorIs(t, err, srv.ErrInvalidDomain)
+	_, err = r.LookupServer(ctx, "xmpp_1.d.test")
+	require.ErrorIs(t, err, srv.ErrInvalidDomain)
+}
+
+// TestAnswerSizeLimits checks that a domain cannot make one cache entry hold
+// an arbitrarily large answer: a peer can make us resolve domains it controls.
+func TestAnswerSizeLimits(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(soa)
+	for i := range 200 {
+		fmt.Fprintf(&b, "_xmpp-server._tcp.big.test. IN SRV 10 0 5269 host-%03d.big.test.\n", i)
+	}
+	for i := range 100 {
+		fmt.Fprintf(&b, "many.test. IN A 127.0.%d.%d\nmany.test. IN AAAA 2001:db8::%x\n", i/250, i%250+1, i+1)
+	}
+	s := srvtest.New(t, b.String())
+	r := s.Resolver()
+	r.NoDirectTLS = true
+	ctx := context.Background()
+
+	targets, err := r.LookupServer(ctx, "big.test")
+	require.NoError(t, err)
+	require.Len(t, targets, 64)
+	for i, tg := range targets { // all weights 0: the first 64 in answer order
+		assert.Equal(t, fmt.Sprintf("host-%03d.big.test", i), tg.Host)
+	}
+	assert.Equal(t, 2, s.Queries("_xmpp-server._tcp.big.test.", dns.TypeSRV), "UDP, then TCP")
+
+	addrs, err := r.LookupAddrs(ctx, "many.test")
+	require.NoError(t, err)
+	require.Len(t, addrs, 64, "32 of each family")
+	for i, a := range addrs {
+		if i < 32 {
+			assert.Equal(t, fmt.Sprintf("2001:db8::%x", i+1), a.String())
+		} else {
+			assert.Equal(t, fmt.Sprintf("127.0.0.%d", i-32+1), a.String())
+		}
+	}
 }
 
 func TestIPLiteralDomain(t *testing.T) {

@@ -74,7 +74,8 @@ func ValidateStaticRoutes(routes map[string][]string) error {
 
 // parseRoute parses one static route target: "host:port", "host" (port
 // 5269), "192.0.2.1:5269", "192.0.2.1", "[2001:db8::1]:5269" or
-// "[2001:db8::1]". Host names are normalised like domains.
+// "[2001:db8::1]". Host names follow the same rule as SRV targets and the
+// hosts of [Resolver.LookupAddrs], which resolves them.
 func parseRoute(s string) (Target, error) {
 	if strings.TrimSpace(s) != s {
 		return Target{}, errors.New("leading or trailing white space")
@@ -112,7 +113,7 @@ func parseRoute(s string) (Target, error) {
 		// Only IPv4 can get here: SplitHostPort rejects unbracketed IPv6.
 		return Target{Host: a.String(), Port: port}, nil
 	}
-	h, err := NormalizeDomain(host)
+	h, _, err := normalizeHost(host)
 	if err != nil {
 		return Target{}, err
 	}

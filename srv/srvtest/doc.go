@@ -8,7 +8,8 @@
 // port from a [Zone] written in RFC 1035 master-file syntax, with the
 // semantics of an authoritative server (AA bit, NXDOMAIN versus NODATA,
 // empty non-terminals, the SOA in negative answers, truncation of UDP
-// answers larger than the client's buffer). Faults such as SERVFAIL,
+// answers larger than the client's buffer and of TCP answers larger than
+// 64 KB). Faults such as SERVFAIL,
 // REFUSED, a dropped query or a forced truncation can be injected per name
 // and type, and a per-question counter lets tests assert that a cache kept a
 // query off the wire. A Zone is also a [github.com/miekg/dns.Handler], to be

@@ -165,6 +165,62 @@ func TestNaturalTruncation(t *testing.T) {
 	assert.Len(t, resp.Answer, 40)
 }
 
+// TestOversizedAnswers checks that an answer too large for the transport
+// still gets a reply: compressed if that is enough, else the records that fit
+// with TC set, never silence.
+func TestOversizedAnswers(t *testing.T) {
+	// SRV targets are never compressed (RFC 2782), owner names are: an
+	// answer with a long owner name fits in 64 KB only compressed, one with
+	// long targets does not fit at all.
+	long := strings.Repeat(strings.Repeat("x", 60)+".", 3)
+	fits := "_xmpp-server._tcp." + long + "fits.test."
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, "%s IN SRV 10 0 5269 h%04d.test.\n", fits, i)
+		// With 43 x's, the records that fit in 65535 bytes make 65525,
+		// more than a UDP datagram carries (65507).
+		fmt.Fprintf(&b, "huge.test. IN SRV 10 0 5269 host-%04d-%s.huge.test.\n", i, strings.Repeat("x", 43))
+	}
+	s := srvtest.New(t, b.String())
+
+	for _, edns := range []uint16{0, 1232} {
+		resp := ask(t, s, "tcp", fits, dns.TypeSRV, edns)
+		assert.Equal(t, dns.RcodeSuccess, resp.Rcode)
+		assert.False(t, resp.Truncated, "compression makes it fit")
+		assert.Equal(t, 1000, len(resp.Answer))
+
+		resp = ask(t, s, "tcp", "huge.test.", dns.TypeSRV, edns)
+		assert.Equal(t, dns.RcodeSuccess, resp.Rcode)
+		assert.True(t, resp.Truncated, "TC: not everything fit")
+		assert.Greater(t, len(resp.Answer), 500, "as many records as fit")
+		assert.Less(t, len(resp.Answer), 1000)
+		if edns > 0 {
+			assert.NotNil(t, resp.IsEdns0(), "the OPT record survives truncation")
+		}
+	}
+
+	// A UDP client may advertise more than a datagram can carry.
+	resp := ask(t, s, "udp", "huge.test.", dns.TypeSRV, dns.MaxMsgSize)
+	assert.True(t, resp.Truncated)
+	assert.NotZero(t, len(resp.Answer))
+}
+
+// TestUnencodableAnswer checks that a record that cannot be put on the wire
+// yields SERVFAIL rather than no answer.
+func TestUnencodableAnswer(t *testing.T) {
+	s := srvtest.New(t, zone)
+	s.Zone().AddRR(&dns.SRV{
+		Hdr:    dns.RR_Header{Name: "bad.a.test.", Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 60},
+		Target: "not-fully-qualified",
+	})
+	for _, network := range []string{"udp", "tcp"} {
+		resp := ask(t, s, network, "bad.a.test.", dns.TypeSRV, 1232)
+		assert.Equal(t, "SERVFAIL", dns.RcodeToString[resp.Rcode], network)
+		assert.Empty(t, resp.Answer)
+	}
+	assert.Len(t, ask(t, s, "udp", "xmpp.a.test.", dns.TypeA, 0).Answer, 1, "other names still answer")
+}
+
 func TestZoneEditing(t *testing.T) {
 	s := srvtest.New(t, zone)
 	z := s.Zone()

@@ -14,6 +14,11 @@ const DefaultTTL = 300
 // ednsSize is the UDP payload size advertised in answers to EDNS0 queries.
 const ednsSize = 1232
 
+// maxUDPPayload is the largest UDP payload over IPv4 (65535 less the IP and
+// UDP headers), and so the most a UDP answer can carry whatever buffer size
+// the client advertises.
+const maxUDPPayload = 65507
+
 // Fault is a misbehaviour injected for a name and type with
 // [Zone.SetFault].
 type Fault int
@@ -174,7 +179,12 @@ func (z *Zone) fault(name string, qtype uint16) Fault {
 // exactly one question, NOTIMP to an opcode other than QUERY, REFUSED to a
 // class other than IN and nothing to a response. An EDNS0 query gets an OPT
 // advertising 1232 bytes back. Over UDP (w.LocalAddr is a UDP address), an
-// answer too large for the client's buffer is truncated and [Truncate] applies.
+// answer too large for the client's buffer (or for a datagram, 65507 bytes)
+// is truncated and [Truncate] applies. Over TCP, an answer larger than a DNS message can be (65535 bytes) is
+// compressed and, if still too large, cut to the records that fit with the TC
+// bit set. An answer that cannot be encoded at all, because of a malformed
+// record added with [Zone.AddRR], is SERVFAIL: a query is never met with
+// silence unless [Drop] says so.
 func (z *Zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	a := w.LocalAddr()
 	if resp := z.reply(r, a != nil && a.Network() == "udp"); resp != nil {
@@ -226,7 +236,18 @@ func (z *Zone) reply(req *dns.Msg, udp bool) *dns.Msg {
 	resp.Authoritative = true
 	z.answer(resp, name, q.Qtype)
 	if udp {
-		resp.Truncate(size)
+		size = min(size, maxUDPPayload)
+	} else {
+		size = dns.MaxMsgSize
+	}
+	resp.Truncate(size)
+	if _, err := resp.Pack(); err != nil {
+		fail := new(dns.Msg)
+		fail.SetRcode(req, dns.RcodeServerFailure)
+		if req.IsEdns0() != nil {
+			fail.SetEdns0(ednsSize, false)
+		}
+		return fail
 	}
 	return resp
 }
