@@ -17,4 +17,9 @@
 // optional mode, verifies the peer's certificate against the remote XMPP
 // domain (the S2S reference identifier, never the SRV target host), enforces
 // TLS 1.2 or newer, and never modifies the caller's tls.Config.
+//
+// For code that drives the stream itself (a No TLS server, direct TLS), the
+// pieces are exported: ParseFeature reads a peer's <starttls/> listing,
+// WriteFailure refuses a <starttls/>, and ClientConfig and ServerConfig
+// build the TLS configurations for either side.
 package tlsmode

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"mellium.im/xmpp/stream"
 
@@ -84,4 +85,77 @@ func ExampleStartTLS() {
 	// No TLS: not offered
 	// TLS optional: <starttls xmlns="urn:ietf:params:xml:ns:xmpp-tls"></starttls>
 	// TLS required: <starttls xmlns="urn:ietf:params:xml:ns:xmpp-tls"><required></required></starttls>
+}
+
+// A server in No TLS mode does not use the StartTLS feature; as initiating
+// server it reads the peer's listing itself and lets Decide judge it.
+func ExampleParseFeature() {
+	for _, features := range []string{
+		`<stream:features xmlns:stream='http://etherx.jabber.org/streams'>` +
+			`<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>` +
+			`</stream:features>`,
+		`<stream:features xmlns:stream='http://etherx.jabber.org/streams'>` +
+			`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>` +
+			`<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>` +
+			`</stream:features>`,
+		`<stream:features xmlns:stream='http://etherx.jabber.org/streams'>` +
+			`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>` +
+			`</stream:features>`,
+	} {
+		d := xml.NewDecoder(strings.NewReader(features))
+		peer := tlsmode.PeerNoTLS // unless the peer lists STARTTLS
+		for {
+			tok, err := d.Token()
+			if err != nil {
+				break // io.EOF here; a real stream ends at </stream:features>
+			}
+			start, ok := tok.(xml.StartElement)
+			if ok && start.Name == (xml.Name{Space: tlsmode.NS, Local: "starttls"}) {
+				if peer, err = tlsmode.ParseFeature(d, &start); err != nil {
+					panic(err)
+				}
+			}
+		}
+
+		useTLS, err := tlsmode.Decide(tlsmode.NoTLS, peer)
+		var cond stream.Error
+		switch {
+		case errors.As(err, &cond):
+			fmt.Printf("%v: close the stream with <%s/>\n", peer, cond.Err)
+		case useTLS:
+			fmt.Printf("%v: STARTTLS\n", peer) // never in No TLS mode
+		default:
+			fmt.Printf("%v: stay in plaintext, use dialback\n", peer)
+		}
+	}
+	// Output:
+	// no STARTTLS: stay in plaintext, use dialback
+	// STARTTLS optional: stay in plaintext, use dialback
+	// STARTTLS required: close the stream with <unsupported-feature/>
+}
+
+// A server in No TLS mode answers a <starttls/> from the initiating server
+// with <failure/> and closes the stream, then the connection.
+func ExampleWriteFailure() {
+	conn := os.Stdout // in real use, the xmpp.Session's Conn()
+	if err := tlsmode.WriteFailure(conn); err != nil {
+		panic(err)
+	}
+	// Output:
+	// <failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>
+}
+
+// The initiating server's config for a direct TLS (XEP-0368) connection to
+// an internationalized domain.
+func ExampleClientConfig() {
+	shared := &tls.Config{} // e.g. with RootCAs and a client certificate
+	cfg, err := tlsmode.ClientConfig(shared, "bücher.example", true)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(cfg.ServerName, cfg.NextProtos, cfg.MinVersion == tls.VersionTLS12)
+	fmt.Printf("%q\n", shared.ServerName)
+	// Output:
+	// xn--bcher-kva.example [xmpp-server] true
+	// ""
 }

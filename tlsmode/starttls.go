@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"time"
 
-	"golang.org/x/net/idna"
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
-	"mellium.im/xmpp/jid"
 )
 
 // NS is the STARTTLS namespace (RFC 6120 §5).
@@ -41,30 +41,42 @@ var (
 
 // StartTLS returns the STARTTLS stream feature for mode, for use with
 // mellium.im/xmpp sessions on both sides of an S2S connection. ok is false in
-// NoTLS mode: the feature must not be offered or attempted at all (and the
-// caller applies Decide(NoTLS, …) to the peer's features itself).
+// NoTLS mode: the feature must not be offered or attempted at all. A caller
+// in NoTLS mode handles the wire itself: as initiating server it reads the
+// peer's listing with ParseFeature and applies Decide(NoTLS, peer), closing
+// the stream with the *PolicyError's Condition (<unsupported-feature/>) if
+// the peer requires TLS; as receiving server it answers a <starttls/> with
+// WriteFailure and closes the connection.
 //
 // Unlike xmpp.StartTLS, the listing carries <required/> only in Required
 // mode, the initiating side verifies the peer against the remote (target)
 // XMPP domain, and cfg is never modified.
 //
-// Receiving side: cfg supplies the certificate (Certificates, GetCertificate
-// or GetConfigForClient). Without one the peer gets <failure/> and
-// Negotiate returns ErrNoCertificate, never a half-open stream.
+// Receiving side: the config is ServerConfig(cfg), built once here; cfg
+// supplies the certificate (Certificates, GetCertificate or
+// GetConfigForClient). Without one the peer gets <failure/> (WriteFailure)
+// and Negotiate returns ErrNoCertificate, never a half-open stream.
 //
-// Initiating side: cfg may be nil. A clone is used with ServerName set to the
-// remote domain in A-label form if cfg.ServerName is empty (never the SRV
-// target host, never our own domain) and MinVersion raised to TLS 1.2
-// (RFC 7590). Negotiate applies Decide: with Optional mode and a peer that
-// did not list STARTTLS it stays in plaintext; with Required mode it returns
-// a *PolicyError before sending anything, and the caller closes the stream
-// with its Condition.
+// Initiating side: the config is ClientConfig(cfg, remote domain, false) for
+// each connection; cfg may be nil. Negotiate applies Decide: with Optional
+// mode and a peer that did not list STARTTLS it stays in plaintext; with
+// Required mode it returns a *PolicyError before sending anything, and the
+// caller closes the stream with its Condition.
 //
 // The req value returned by List and Parse is true whenever STARTTLS is
 // listed, even without <required/> on the wire: mellium's negotiator marks
 // the session Ready after a round with no required feature and would then
 // skip the stream restart that STARTTLS needs. The wire marker is reported
-// separately, as the Peer value Parse returns.
+// separately, as the Peer value Parse returns (see ParseFeature).
+//
+// Negotiate honours its context while waiting for the peer (for <proceed/>
+// or for the rest of <starttls/>) and during the TLS handshake: once the
+// context is done it returns an error wrapping the context's error. To
+// interrupt a blocked read it moves the connection's read deadline into the
+// past, and clears the deadline (sets it to zero) afterwards, so a read
+// deadline the caller had set on the connection is lost in that case.
+// Connections that are not net.Conns with deadline support cannot be
+// interrupted.
 //
 // Negotiate completes the TLS handshake before returning, so handshake
 // errors (e.g. certificate verification) surface from session creation.
@@ -76,7 +88,7 @@ func StartTLS(mode Mode, cfg *tls.Config) (feature xmpp.StreamFeature, ok bool) 
 	if !mode.valid() {
 		mode = Required // fail closed, as Offer did
 	}
-	serverCfg := serverConfig(cfg)
+	serverCfg := ServerConfig(cfg)
 	return xmpp.StreamFeature{
 		Name:       xml.Name{Space: NS, Local: "starttls"},
 		Prohibited: xmpp.Secure,
@@ -84,7 +96,7 @@ func StartTLS(mode Mode, cfg *tls.Config) (feature xmpp.StreamFeature, ok bool) 
 			return true, writeListing(w, start, required)
 		},
 		Parse: func(_ context.Context, d *xml.Decoder, start *xml.StartElement) (bool, any, error) {
-			peer, err := parseListing(d, start)
+			peer, err := ParseFeature(d, start)
 			return true, peer, err
 		},
 		Negotiate: func(ctx context.Context, session *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
@@ -116,11 +128,31 @@ func writeListing(w xmlstream.TokenWriter, start xml.StartElement, required bool
 	return w.EncodeToken(start.End())
 }
 
-func parseListing(d *xml.Decoder, start *xml.StartElement) (Peer, error) {
+// ParseFeature parses a peer's STARTTLS listing, the <starttls/> child of
+// its <stream:features> (RFC 6120 §5.4.1), and says what the peer does about
+// TLS, for Decide. start is the listing's start element, already read from
+// d; ParseFeature reads d up to and including the matching end element.
+//
+// The result is PeerRequired if and only if the listing has a direct child
+// element named "required" in the STARTTLS namespace NS (<required/> under
+// the default namespace inherited from <starttls/>, or with a prefix bound to
+// NS); otherwise it is PeerOptional. That child's attributes and content are
+// ignored. Everything else is ignored too: text, other child elements
+// (future extensions), a "required" element in another namespace (including
+// no namespace at all, xmlns=""), and one nested deeper than a direct child.
+//
+// It is an error, with PeerNoTLS, if start is nil or not <starttls/> in NS,
+// or if the listing is not well-formed XML. A peer whose features do not
+// list STARTTLS at all is PeerNoTLS; ParseFeature is not involved.
+func ParseFeature(d *xml.Decoder, start *xml.StartElement) (Peer, error) {
+	if start == nil {
+		return PeerNoTLS, errors.New("tlsmode: parse STARTTLS feature: no start element")
+	}
 	if start.Name.Space != NS || start.Name.Local != "starttls" {
 		return PeerNoTLS, fmt.Errorf("tlsmode: expected STARTTLS feature, got <%s xmlns='%s'>", start.Name.Local, start.Name.Space)
 	}
 	var listing struct {
+		// Matches direct children only, by resolved namespace.
 		Required *struct{} `xml:"urn:ietf:params:xml:ns:xmpp-tls required"`
 	}
 	if err := d.DecodeElement(&listing, start); err != nil {
@@ -132,15 +164,35 @@ func parseListing(d *xml.Decoder, start *xml.StartElement) (Peer, error) {
 	return PeerOptional, nil
 }
 
+// WriteFailure writes <failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>
+// followed by </stream:stream> to w, in one write: the receiving server's
+// answer to a <starttls/> it cannot or will not honour (RFC 6120 §5.4.2.2),
+// such as any <starttls/> in NoTLS mode (the project's S2S spec, §6.1). The
+// caller then closes the connection; the stream is already closed, so do not
+// also call Session.Close.
+//
+// The bytes go straight to w rather than through an XML encoder, so w should
+// be the connection (xmpp.Session.Conn), not a token writer.
+func WriteFailure(w io.Writer) error {
+	if _, err := io.WriteString(w, failureElem+streamEnd); err != nil {
+		return fmt.Errorf("tlsmode: write <failure/>: %w", err)
+	}
+	return nil
+}
+
 // receive handles a <starttls/> the peer sent (we are the receiving server).
 func receive(ctx context.Context, session *xmpp.Session, cfg *tls.Config) (xmpp.SessionState, io.ReadWriter, error) {
 	conn := session.Conn()
-	if err := consumeStartTLS(session); err != nil {
-		_, _ = io.WriteString(conn, failureElem+streamEnd)
+	if err := consumeStartTLS(ctx, session); err != nil {
+		// Answer a malformed request, but not after the context ended: we are
+		// giving up, and a write to a peer that does not read could block.
+		if ctx.Err() == nil {
+			_ = WriteFailure(conn)
+		}
 		return 0, nil, err
 	}
 	if !hasCertificate(cfg) {
-		_, _ = io.WriteString(conn, failureElem+streamEnd)
+		_ = WriteFailure(conn)
 		return 0, nil, ErrNoCertificate
 	}
 	if _, err := io.WriteString(conn, proceedElem); err != nil {
@@ -155,20 +207,21 @@ func receive(ctx context.Context, session *xmpp.Session, cfg *tls.Config) (xmpp.
 
 // consumeStartTLS reads the element that made the negotiator pick this
 // feature. The negotiator dispatches on namespace only, so check the name.
-func consumeStartTLS(session *xmpp.Session) error {
+func consumeStartTLS(ctx context.Context, session *xmpp.Session) error {
+	defer interruptRead(ctx, session.Conn())()
 	r := session.TokenReader()
 	defer r.Close()
 	d := xml.NewTokenDecoder(r)
 	tok, err := d.Token()
 	if err != nil {
-		return fmt.Errorf("tlsmode: read <starttls/>: %w", err)
+		return readError(ctx, "read <starttls/>", err)
 	}
 	start, ok := tok.(xml.StartElement)
 	if !ok || start.Name.Local != "starttls" || start.Name.Space != NS {
 		return fmt.Errorf("tlsmode: expected <starttls/>, got %T %v", tok, tok)
 	}
 	if err := d.Skip(); err != nil {
-		return fmt.Errorf("tlsmode: read <starttls/>: %w", err)
+		return readError(ctx, "read <starttls/>", err)
 	}
 	return nil
 }
@@ -182,7 +235,7 @@ func initiate(ctx context.Context, session *xmpp.Session, mode Mode, peer Peer, 
 	if !useTLS {
 		return 0, nil, nil
 	}
-	clientCfg, err := clientConfig(cfg, session.RemoteAddr())
+	clientCfg, err := ClientConfig(cfg, session.RemoteAddr().Domainpart(), false)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -190,7 +243,7 @@ func initiate(ctx context.Context, session *xmpp.Session, mode Mode, peer Peer, 
 	if _, err := io.WriteString(conn, startTLSElem); err != nil {
 		return 0, nil, fmt.Errorf("tlsmode: write <starttls/>: %w", err)
 	}
-	if err := awaitProceed(session); err != nil {
+	if err := awaitProceed(ctx, session); err != nil {
 		return 0, nil, err
 	}
 	tlsConn := tls.Client(conn, clientCfg)
@@ -202,14 +255,15 @@ func initiate(ctx context.Context, session *xmpp.Session, mode Mode, peer Peer, 
 
 // awaitProceed reads the answer to <starttls/>. Stream errors arrive as
 // errors from the session's token reader and are passed on.
-func awaitProceed(session *xmpp.Session) error {
+func awaitProceed(ctx context.Context, session *xmpp.Session) error {
+	defer interruptRead(ctx, session.Conn())()
 	r := session.TokenReader()
 	defer r.Close()
 	d := xml.NewTokenDecoder(r)
 	for {
 		tok, err := d.Token()
 		if err != nil {
-			return fmt.Errorf("tlsmode: waiting for <proceed/>: %w", err)
+			return readError(ctx, "waiting for <proceed/>", err)
 		}
 		if t, ok := tok.(xml.CharData); ok && isSpace(t) {
 			continue // not allowed here, but harmless: be lenient
@@ -220,7 +274,7 @@ func awaitProceed(session *xmpp.Session) error {
 				// Normally self-closing: the decoder synthesizes the end
 				// element, so no byte of the TLS handshake is consumed here.
 				if err := d.Skip(); err != nil {
-					return fmt.Errorf("tlsmode: read <proceed/>: %w", err)
+					return readError(ctx, "read <proceed/>", err)
 				}
 				return nil
 			case "failure":
@@ -244,42 +298,60 @@ func hasCertificate(cfg *tls.Config) bool {
 	return cfg != nil && (len(cfg.Certificates) > 0 || cfg.GetCertificate != nil || cfg.GetConfigForClient != nil)
 }
 
-// serverConfig enforces the TLS 1.2 floor (RFC 7590) on the receiving side.
-// It clones once, when the feature is built, rather than per connection, so
-// that automatic session-ticket keys stay shared between connections.
-func serverConfig(cfg *tls.Config) *tls.Config {
-	if cfg == nil || cfg.MinVersion >= tls.VersionTLS12 {
-		return cfg
+// readError reports a failed read of what. If ctx is done, that is the
+// reason (interruptRead made the read fail), and the error wraps ctx.Err()
+// rather than the I/O timeout.
+func readError(ctx context.Context, what string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("tlsmode: %s: %w", what, ctxErr)
 	}
-	c := cfg.Clone()
-	c.MinVersion = tls.VersionTLS12
-	return c
+	return fmt.Errorf("tlsmode: %s: %w", what, err)
 }
 
-// clientConfig builds the initiating side's config for one connection to
-// remote. It works on a clone: cfg may be shared by many goroutines.
-func clientConfig(cfg *tls.Config, remote jid.JID) (*tls.Config, error) {
-	var c *tls.Config
-	if cfg == nil {
-		c = &tls.Config{}
-	} else {
-		c = cfg.Clone()
+// Re-arming interval bounds for interruptRead.
+const (
+	rearmFirst = time.Millisecond
+	rearmMax   = time.Second
+)
+
+// interruptRead makes a read on conn that is blocked when ctx is done fail,
+// by moving conn's read deadline into the past. The returned function must
+// be called once reading is over: it stops watching ctx and, if the
+// deadline was moved, clears it (sets it to zero).
+//
+// The deadline is re-armed (at growing intervals) until then, because the
+// watch that xmpp.NewSession puts on the same context sets a deadline in the
+// past and clears it again at once, which can undo ours before the blocked
+// read has noticed it.
+func interruptRead(ctx context.Context, conn net.Conn) (stop func()) {
+	if conn == nil {
+		return func() {}
 	}
-	if c.MinVersion < tls.VersionTLS12 {
-		c.MinVersion = tls.VersionTLS12
-	}
-	if c.ServerName == "" {
-		domain := remote.Domainpart()
-		if domain == "" {
-			return nil, errors.New("tlsmode: cannot start TLS: the session has no remote domain to verify")
+	stopped := make(chan struct{})
+	finished := make(chan struct{})
+	stopWatch := context.AfterFunc(ctx, func() {
+		defer close(finished)
+		wait := rearmFirst
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		for {
+			if conn.SetReadDeadline(time.Now()) != nil {
+				return // no deadline support, or closed: nothing to undo
+			}
+			select {
+			case <-stopped:
+				return
+			case <-timer.C:
+			}
+			wait = min(2*wait, rearmMax)
+			timer.Reset(wait)
 		}
-		// jid keeps the Unicode form; SNI and certificate dNSNames use
-		// A-labels (RFC 6125 §6.4.2, RFC 6066 §3).
-		name, err := idna.Lookup.ToASCII(domain)
-		if err != nil {
-			return nil, fmt.Errorf("tlsmode: remote domain %q: %w", domain, err)
+	})
+	return func() {
+		close(stopped)
+		if !stopWatch() { // the callback ran or is running
+			<-finished
+			_ = conn.SetReadDeadline(time.Time{})
 		}
-		c.ServerName = name
 	}
-	return c, nil
 }

@@ -354,6 +354,27 @@ func TestStartTLSNegotiation(t *testing.T) {
 	assert.Zero(t, serverCfg.MinVersion, "caller's config untouched")
 }
 
+// TestStartTLSRequestsClientCertificate: the receiving side asks for the
+// initiator's certificate (for XEP-0178/XEP-0344) and accepts one it cannot
+// verify, leaving identity to later checks (ServerConfig).
+func TestStartTLSRequestsClientCertificate(t *testing.T) {
+	t.Parallel()
+	ca := testpki.NewCA(t)
+	serverCfg := &tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, remoteDomain)}}
+	clientCfg := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{testpki.SelfSigned(t, localDomain)}}
+	var initRestarted, recvRestarted atomic.Int32
+	init, recv, _, _ := negotiate(t,
+		[]xmpp.StreamFeature{mustStartTLS(t, tlsmode.Required, clientCfg), doneFeature(&initRestarted)},
+		[]xmpp.StreamFeature{mustStartTLS(t, tlsmode.Required, serverCfg), doneFeature(&recvRestarted)},
+		true)
+	require.NoError(t, init.err)
+	require.NoError(t, recv.err)
+	peerCerts := recv.session.ConnectionState().PeerCertificates
+	require.Len(t, peerCerts, 1)
+	assert.Equal(t, []string{localDomain}, peerCerts[0].DNSNames)
+	assert.Zero(t, serverCfg.ClientAuth, "caller's config untouched")
+}
+
 // TestStartTLSPeerWithoutTLS: the receiving server lists no STARTTLS (§6.2
 // first column). Mellium still calls the feature, to resist downgrades;
 // Decide governs what happens.
