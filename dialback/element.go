@@ -153,27 +153,41 @@ func validate(local, from, to, id string, t Type, key string) error {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("%w <%s:%s/>: %s", ErrInvalid, Prefix, local, fmt.Sprintf(format, args...))
 	}
-	for _, dom := range [...]string{from, to} {
-		if dom == "" {
-			return invalid("missing from or to")
-		}
-		if why := checkDomain(dom); why != "" {
-			return invalid("%q: %s", truncate(dom), why)
-		}
+	if _, why := checkAttrs(local, from, to, id, t); why != "" {
+		return invalid("%s", why)
 	}
 	switch {
-	case local == "verify" && id == "":
-		return invalid("missing id")
-	case len(id) > maxStreamIDLen || strings.ContainsAny(id, " \t\r\n"):
-		return invalid("id %q is not a stream ID", truncate(id))
-	case !t.valid():
-		return invalid("unknown type %q", truncate(string(t)))
 	case t == TypeRequest && TrimKey(key) == "":
 		return invalid("request without a key")
 	case t == TypeRequest && (!utf8.ValidString(key) || strings.ContainsFunc(key, notXMLChar)):
 		return invalid("key has characters XML cannot carry")
 	}
 	return nil
+}
+
+// checkAttrs applies the attribute rules of XEP-0220 that hold both for
+// what we read and for what we write. It returns the stream condition for
+// a peer that broke them and why, or an empty reason.
+func checkAttrs(local, from, to, id string, t Type) (stream.Error, string) {
+	switch {
+	case from == "":
+		return stream.ImproperAddressing, "missing from"
+	case to == "":
+		return stream.ImproperAddressing, "missing to"
+	case local == "verify" && id == "":
+		return stream.BadFormat, "missing id"
+	case !t.valid():
+		return stream.BadFormat, fmt.Sprintf("type %q is not valid, invalid or error", truncate(string(t)))
+	}
+	for _, dom := range [...]string{from, to} {
+		if why := checkDomain(dom); why != "" {
+			return stream.ImproperAddressing, fmt.Sprintf("%q: %s", truncate(dom), why)
+		}
+	}
+	if len(id) > maxStreamIDLen || strings.ContainsAny(id, " \t\r\n") {
+		return stream.BadFormat, fmt.Sprintf("id %q is not a stream ID", truncate(id))
+	}
+	return stream.Error{}, ""
 }
 
 // notXMLChar reports runes outside the XML 1.0 Char production, which
@@ -316,23 +330,12 @@ func decode(d *xml.Decoder, start xml.StartElement, local string) (fields, error
 			return f, malformed(local, stream.BadFormat, "attribute %s repeated", a.Name.Local)
 		}
 	}
-	switch {
-	case !seen.from || f.from == "":
-		return f, malformed(local, stream.ImproperAddressing, "missing from")
-	case !seen.to || f.to == "":
-		return f, malformed(local, stream.ImproperAddressing, "missing to")
-	case local == "verify" && f.id == "":
-		return f, malformed(local, stream.BadFormat, "missing id")
-	case seen.typ && (f.typ == TypeRequest || !f.typ.valid()):
-		return f, malformed(local, stream.BadFormat, "type %q is not valid, invalid or error", truncate(string(f.typ)))
+	// An empty type attribute is not the absent one that marks a request.
+	if seen.typ && f.typ == TypeRequest {
+		return f, malformed(local, stream.BadFormat, "type %q is not valid, invalid or error", "")
 	}
-	for _, dom := range [...]string{f.from, f.to} {
-		if err := checkDomain(dom); err != "" {
-			return f, malformed(local, stream.ImproperAddressing, "%q: %s", truncate(dom), err)
-		}
-	}
-	if len(f.id) > maxStreamIDLen || strings.ContainsAny(f.id, " \t\r\n") {
-		return f, malformed(local, stream.BadFormat, "id %q is not a stream ID", truncate(f.id))
+	if cond, why := checkAttrs(local, f.from, f.to, f.id, f.typ); why != "" {
+		return f, malformed(local, cond, "%s", why)
 	}
 
 	var key []byte
