@@ -42,14 +42,9 @@ func NormalizeDomain(domain string) (string, error) {
 // normalize is NormalizeDomain that also reports whether the domain is an IP
 // literal (ip is valid then).
 func normalize(domain string) (ascii string, ip netip.Addr, err error) {
-	s := strings.TrimSuffix(domain, ".")
-	if s == "" {
-		return "", netip.Addr{}, invalidDomain(domain, "empty name")
-	}
-	if looksLikeIP(s) {
-		if a, ok := parseIPLiteral(s); ok {
-			return a.String(), a, nil
-		}
+	s, ip, err := trimName(domain)
+	if err != nil || ip.IsValid() {
+		return s, ip, err
 	}
 	// Most names are already plain lowercase ASCII; skipping IDNA for them
 	// keeps cached lookups cheap. FuzzNormalizeDomain checks both paths agree.
@@ -77,6 +72,22 @@ func normalizeSlow(domain, s string) (string, error) {
 		return "", invalidDomain(domain, "IDNA mapping is not stable")
 	}
 	return a, nil
+}
+
+// trimName is the start that domains and host names share: one trailing dot
+// removed, an empty name refused, and an IP literal returned in canonical
+// form with ip set.
+func trimName(name string) (s string, ip netip.Addr, err error) {
+	s = strings.TrimSuffix(name, ".")
+	if s == "" {
+		return "", netip.Addr{}, invalidDomain(name, "empty name")
+	}
+	if looksLikeIP(s) {
+		if a, ok := parseIPLiteral(s); ok {
+			return a.String(), a, nil
+		}
+	}
+	return s, netip.Addr{}, nil
 }
 
 func invalidDomain(domain, reason string) error {
@@ -194,14 +205,9 @@ var hostProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.CheckHyphe
 // the name must then pass checkHost. The result is a fixed point. Errors
 // match [ErrInvalidDomain].
 func normalizeHost(host string) (ascii string, ip netip.Addr, err error) {
-	s := strings.TrimSuffix(host, ".")
-	if s == "" {
-		return "", netip.Addr{}, invalidDomain(host, "empty name")
-	}
-	if looksLikeIP(s) {
-		if a, ok := parseIPLiteral(s); ok {
-			return a.String(), a, nil
-		}
+	s, ip, err := trimName(host)
+	if err != nil || ip.IsValid() {
+		return s, ip, err
 	}
 	if isASCII(s) {
 		ascii = strings.ToLower(s)
