@@ -1,0 +1,201 @@
+package s2s
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/xmppfed/xmppfed/dialback"
+	"github.com/xmppfed/xmppfed/srv"
+	"github.com/xmppfed/xmppfed/tlsmode"
+)
+
+// Default timers (s2s-stream.md §12). Cisco XCP waits 30 s for a dialback
+// answer; the receiving side's verification must finish before that.
+const (
+	DefaultDialbackTimeout    = 30 * time.Second
+	DefaultVerifyTimeout      = 20 * time.Second
+	DefaultNegotiationTimeout = 30 * time.Second
+	DefaultConnectTimeout     = 10 * time.Second
+)
+
+// An Endpoint is one XMPP server's server-to-server identity and settings:
+// the domains it serves, its dialback secret, its TLS certificates and
+// security mode. It originates streams (Dial) and serves inbound ones
+// (ServeConn); the federation engine builds on it.
+//
+// Fields must not be changed while the Endpoint is in use, except through
+// the methods that say they may. The zero value is not usable: at least
+// Domains and Keys must be set.
+type Endpoint struct {
+	// Domains are the XMPP domains served here (A-labels or U-labels; they
+	// are normalised). The first is the default, used as the 'from' of a
+	// response header when the requested domain is not served.
+	Domains []string
+
+	// Keys makes and verifies dialback keys (dialback.Generator or
+	// dialback.Keyring). Every node of a cluster holds the same secret, so any
+	// node can verify any other node's keys.
+	Keys dialback.KeyAlgorithm
+
+	// Security is the security mode: TLS required (the zero value), optional,
+	// or no TLS.
+	Security tlsmode.Mode
+
+	// TLS holds the certificates presented for the served domains, chosen by
+	// SNI (GetCertificate) or from Certificates by name. It is also the
+	// source of the client certificate presented on outbound streams. Nil
+	// means no certificate: STARTTLS is then not offered to peers.
+	TLS *tls.Config
+
+	// Roots verify peers' certificates; nil means the system roots.
+	Roots *x509.CertPool
+
+	// RequireValidCert refuses a TLS stream whose peer certificate does not
+	// verify for the remote domain instead of falling back to dialback.
+	// RequireValidCertFor does the same for individual remote domains.
+	RequireValidCert    bool
+	RequireValidCertFor func(remote string) bool
+
+	// Resolver finds remote servers. Nil means a Resolver with defaults
+	// (the system's nameservers).
+	Resolver *srv.Resolver
+
+	// DialContext opens TCP connections; nil means a net.Dialer with
+	// ConnectTimeout.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Timers; zero means the default.
+	DialbackTimeout    time.Duration // wait for db:result valid (originating)
+	VerifyTimeout      time.Duration // wait for db:verify answer (receiving)
+	NegotiationTimeout time.Duration // stream setup, and an inbound stream's life until authenticated
+	ConnectTimeout     time.Duration // per TCP connect
+
+	// Limits on what a peer may send.
+	MaxStanzaSize int // bytes; default 512 KiB
+	MaxDepth      int // default 64
+
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+
+	// OnStateChange, if set, is called on every state change of every stream,
+	// synchronously from the goroutine that caused it: keep it fast.
+	OnStateChange func(StateChange)
+}
+
+func (e *Endpoint) logger() *slog.Logger {
+	if e.Logger != nil {
+		return e.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (e *Endpoint) dialbackTimeout() time.Duration {
+	return orDefault(e.DialbackTimeout, DefaultDialbackTimeout)
+}
+func (e *Endpoint) verifyTimeout() time.Duration {
+	return orDefault(e.VerifyTimeout, DefaultVerifyTimeout)
+}
+func (e *Endpoint) negotiationTimeout() time.Duration {
+	return orDefault(e.NegotiationTimeout, DefaultNegotiationTimeout)
+}
+func (e *Endpoint) connectTimeout() time.Duration {
+	return orDefault(e.ConnectTimeout, DefaultConnectTimeout)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Serves reports whether domain is one of the Endpoint's domains.
+func (e *Endpoint) Serves(domain string) bool {
+	d, err := srv.NormalizeDomain(domain)
+	if err != nil {
+		return false
+	}
+	for _, own := range e.Domains {
+		if o, err := srv.NormalizeDomain(own); err == nil && o == d {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Endpoint) defaultDomain() string {
+	for _, own := range e.Domains {
+		if o, err := srv.NormalizeDomain(own); err == nil {
+			return o
+		}
+	}
+	return "localhost"
+}
+
+func (e *Endpoint) requireValidCert(remote string) bool {
+	return e.RequireValidCert || (e.RequireValidCertFor != nil && e.RequireValidCertFor(remote))
+}
+
+func (e *Endpoint) resolver() *srv.Resolver {
+	if e.Resolver != nil {
+		return e.Resolver
+	}
+	return &srv.Resolver{}
+}
+
+func (e *Endpoint) dial(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.connectTimeout())
+	defer cancel()
+	if e.DialContext != nil {
+		return e.DialContext(ctx, "tcp", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// certificateFor returns the certificate to present as domain, or nil.
+func (e *Endpoint) certificateFor(domain string) *tls.Certificate {
+	if e.TLS == nil {
+		return nil
+	}
+	if e.TLS.GetCertificate != nil {
+		c, err := e.TLS.GetCertificate(&tls.ClientHelloInfo{ServerName: domain})
+		if err == nil && c != nil {
+			return c
+		}
+	}
+	for i := range e.TLS.Certificates {
+		c := &e.TLS.Certificates[i]
+		leaf := c.Leaf
+		if leaf == nil && len(c.Certificate) > 0 {
+			l, err := x509.ParseCertificate(c.Certificate[0])
+			if err != nil {
+				continue
+			}
+			leaf = l
+		}
+		if leaf != nil && leaf.VerifyHostname(domain) == nil {
+			return c
+		}
+	}
+	if len(e.TLS.Certificates) > 0 {
+		return &e.TLS.Certificates[0]
+	}
+	return nil
+}
+
+// hasCertificate reports whether STARTTLS can be offered for domain.
+func (e *Endpoint) hasCertificate(domain string) bool { return e.certificateFor(domain) != nil }
+
+// norm returns the normalised form of a domain, or the input if it is not a
+// valid domain (it then matches nothing served).
+func norm(domain string) string {
+	if d, err := srv.NormalizeDomain(domain); err == nil {
+		return d
+	}
+	return domain
+}

@@ -1,0 +1,514 @@
+package s2s
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/xml"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/xmppfed/xmppfed/dialback"
+	"github.com/xmppfed/xmppfed/internal/logkey"
+	"github.com/xmppfed/xmppfed/internal/wire"
+	"github.com/xmppfed/xmppfed/srv"
+	"github.com/xmppfed/xmppfed/tlsmode"
+)
+
+// ServeConn runs an inbound stream on conn until it ends (the receiving and
+// authoritative roles). It answers the stream header with a fresh stream
+// ID, offers the features the security mode allows (STARTTLS, SASL
+// EXTERNAL for a peer whose certificate is valid for its domain, dialback),
+// verifies each db:result with the authoritative server of its sender domain
+// over a separate outbound stream, answers db:verify requests with the
+// shared secret, and hands each stanza of an authorized domain pair to h.
+//
+// An inbound stream that has not authorized any pair within
+// NegotiationTimeout is closed with <connection-timeout/>. When ctx is
+// cancelled the stream is closed with <system-shutdown/>. ServeConn closes
+// conn and returns nil when the peer closed the stream cleanly, or the
+// *Error that ended it.
+func (e *Endpoint) ServeConn(ctx context.Context, conn net.Conn, h Handler) error {
+	s := newStream(e, conn, Inbound)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		s.fail("serve", stream.SystemShutdown, "", context.Cause(ctx))
+	})
+	defer stop()
+	conn.SetReadDeadline(time.Now().Add(e.negotiationTimeout()))
+	in := &inbound{Stream: s, ctx: ctx, h: h, wg: &wg, pendingVerify: make(map[Pair]bool)}
+	err := in.run()
+	<-s.done
+	if s.doneErr != nil {
+		err = s.doneErr // the first cause, not a later read on a closed connection
+	}
+	if ctx.Err() != nil && errors.Is(err, stream.SystemShutdown) {
+		return nil
+	}
+	return err
+}
+
+// inbound holds the state of one inbound stream's read loop.
+type inbound struct {
+	*Stream
+	ctx           context.Context
+	h             Handler
+	wg            *sync.WaitGroup
+	headerSent    bool
+	peerFrom      string // header 'from' (normalised), may be empty
+	pendingVerify map[Pair]bool
+	v1            bool
+}
+
+func (in *inbound) run() error {
+	for range 4 { // initial stream, after TLS, after SASL
+		restart, err := in.stream()
+		if err != nil || !restart {
+			return err
+		}
+	}
+	return in.fail("serve", stream.PolicyViolation, "too many stream restarts", nil)
+}
+
+// failHeader sends a stream error before or instead of a normal response
+// header (RFC 6120 §4.9.1.1: the header must be sent first).
+func (in *inbound) failHeader(cond stream.Error, text string, cause error) error {
+	if !in.headerSent {
+		in.headerSent = true
+		in.writeString(header(in.ep.defaultDomain(), in.peerFrom, newStreamID(), true))
+	}
+	return in.fail("serve", cond, text, cause)
+}
+
+// stream handles one stream header and the elements after it. It returns
+// restart=true when the stream restarts (after TLS or SASL).
+func (in *inbound) stream() (restart bool, err error) {
+	h, err := in.r.Header()
+	if err != nil {
+		var we *wire.Error
+		if errors.As(err, &we) {
+			return false, in.failHeader(we.Condition, we.Reason, err)
+		}
+		return false, in.readFailure("serve", err)
+	}
+	e := in.ep
+	in.headerSent = false
+	from := wire.Attr(h, "", "from")
+	if from != "" {
+		f, ferr := srv.NormalizeDomain(from)
+		if ferr != nil {
+			return false, in.failHeader(stream.InvalidFrom, "stream header from is not a domain", ferr)
+		}
+		in.peerFrom = f
+	}
+	if ns := wire.Attr(h, "", "xmlns"); ns != NSServer {
+		return false, in.failHeader(stream.InvalidNamespace, "content namespace is not jabber:server", nil)
+	}
+	v := wire.Attr(h, "", "version")
+	major := 0
+	if v != "" {
+		if major = versionMajor(v); major < 0 {
+			return false, in.failHeader(stream.UnsupportedVersion, "malformed version "+v, nil)
+		}
+	}
+	in.v1 = major >= 1
+	to := wire.Attr(h, "", "to")
+	if !e.Serves(to) {
+		return false, in.failHeader(stream.HostUnknown, "this server does not serve "+to, nil)
+	}
+	to = norm(to)
+	id := newStreamID()
+	in.setIDs(to, in.peerFrom, id)
+	in.headerSent = true
+	cs, isTLS := in.tlsState()
+	if err := in.writeString(header(to, in.peerFrom, id, in.v1)); err != nil {
+		return false, in.readFailure("serve", err)
+	}
+	in.log.Info("inbound stream opened", slog.Bool("tls", isTLS), slog.String("version", v))
+	if !in.v1 && e.Security == tlsmode.Required && !isTLS {
+		return false, in.fail("serve", stream.UnsupportedVersion, "TLS is required and a stream without version 1.0 cannot negotiate it", nil)
+	}
+	if in.v1 {
+		var f strings.Builder
+		f.WriteString("<stream:features>")
+		if !isTLS && e.Security != tlsmode.NoTLS && e.hasCertificate(to) {
+			if e.Security == tlsmode.Required {
+				f.WriteString("<starttls xmlns='" + nsTLS + "'><required/></starttls>")
+			} else {
+				f.WriteString("<starttls xmlns='" + nsTLS + "'/>")
+			}
+		}
+		if isTLS && in.peerFrom != "" && in.Info().Auth != AuthExternal {
+			certErr := e.verifyPeer(cs, in.peerFrom)
+			in.setTLS(cs, certErr)
+			if certErr == nil {
+				f.WriteString("<mechanisms xmlns='" + NSSASL + "'><mechanism>EXTERNAL</mechanism></mechanisms>")
+			} else {
+				in.log.Info("peer certificate not valid; SASL EXTERNAL not offered", slog.Any(logkey.Err, certErr))
+			}
+		}
+		f.WriteString("<dialback xmlns='" + dialback.NSFeature + "'><errors/></dialback></stream:features>")
+		if err := in.writeString(f.String()); err != nil {
+			return false, in.readFailure("serve", err)
+		}
+	}
+	for {
+		start, err := in.r.Next()
+		if err != nil {
+			return false, in.readFailure("serve", err)
+		}
+		switch {
+		case start.Name.Space == NSServer && isStanzaName(start.Name.Local):
+			if err := in.stanza(start); err != nil {
+				return false, err
+			}
+		case start.Name.Space == dialback.NS:
+			el, err := dialback.Decode(in.r.Decoder(), start)
+			if err != nil {
+				in.failMalformed(err)
+				return false, in.doneErr
+			}
+			in.dialback(el)
+		case start.Name.Space == nsTLS && start.Name.Local == "starttls":
+			return in.starttls()
+		case start.Name.Space == NSSASL && start.Name.Local == "auth":
+			return in.sasl(start)
+		case isStreamError(start):
+			return false, in.peerStreamError("serve", start)
+		default:
+			return false, in.fail("serve", stream.UnsupportedStanzaType, "unexpected <"+start.Name.Local+"/>", nil)
+		}
+	}
+}
+
+// starttls answers <starttls/> and, when allowed, upgrades the transport.
+func (in *inbound) starttls() (bool, error) {
+	e := in.ep
+	if err := in.r.Skip(); err != nil {
+		return false, in.readFailure("starttls", err)
+	}
+	if _, isTLS := in.tlsState(); isTLS {
+		return false, in.fail("starttls", stream.PolicyViolation, "TLS is already established", nil)
+	}
+	local := in.Info().Local
+	if e.Security == tlsmode.NoTLS || !e.hasCertificate(local) {
+		in.log.Info("refusing STARTTLS", slog.String(logkey.Security, e.Security.String()), slog.Bool("certificate", e.hasCertificate(local)))
+		in.wmu.Lock()
+		tlsmode.WriteFailure(in.w)
+		in.w.Flush()
+		in.wmu.Unlock()
+		in.mu.Lock()
+		in.closing = true
+		in.mu.Unlock()
+		in.end(&Error{Op: "starttls", Local: local, Remote: in.peerFrom, Err: errors.New("STARTTLS refused: security mode is No TLS or no certificate is configured")})
+		return false, in.doneErr
+	}
+	if in.r.Buffered() != 0 {
+		return false, in.fail("starttls", stream.PolicyViolation, "data after <starttls/> before <proceed/>", nil)
+	}
+	// Hold the write lock across <proceed/>, the handshake and the swap so
+	// that a dialback answer from a verification goroutine cannot land in
+	// the middle of the TLS handshake.
+	in.wmu.Lock()
+	if err := in.writeLocked([]byte("<proceed xmlns='" + nsTLS + "'/>")); err != nil {
+		in.wmu.Unlock()
+		return false, in.readFailure("starttls", err)
+	}
+	tc := tls.Server(in.conn, tlsmode.ServerConfig(e.TLS))
+	if err := tc.HandshakeContext(in.ctx); err != nil {
+		in.wmu.Unlock()
+		in.log.Info("TLS handshake failed", slog.Any(logkey.Err, err))
+		in.end(&Error{Op: "starttls", Local: local, Remote: in.peerFrom, Err: err})
+		return false, in.doneErr
+	}
+	in.conn = tc
+	in.w.Reset(tc)
+	in.wmu.Unlock()
+	in.resetReader()
+	cs := tc.ConnectionState()
+	in.setTLS(cs, nil)
+	// Everything learnt before TLS is forgotten (RFC 6120 §5.4.3.3).
+	in.mu.Lock()
+	clear(in.valid)
+	in.mu.Unlock()
+	in.log.Info("TLS established", slog.String("tls", tls.VersionName(cs.Version)))
+	return true, nil
+}
+
+// sasl handles <auth/>: only EXTERNAL, over TLS, with a certificate valid
+// for the domain in the stream header (XEP-0178).
+func (in *inbound) sasl(start xml.StartElement) (bool, error) {
+	var auth struct {
+		Mechanism string `xml:"mechanism,attr"`
+		Data      string `xml:",chardata"`
+	}
+	if err := in.r.Decoder().DecodeElement(&auth, &start); err != nil {
+		return false, in.readFailure("sasl", err)
+	}
+	failure := func(cond, why string) (bool, error) {
+		in.log.Info("SASL EXTERNAL refused", slog.String("reason", why))
+		return false, in.writeString("<failure xmlns='" + NSSASL + "'><" + cond + "/></failure>")
+	}
+	cs, isTLS := in.tlsState()
+	if auth.Mechanism != "EXTERNAL" || !isTLS {
+		if _, err := failure("invalid-mechanism", "mechanism "+auth.Mechanism+" not offered"); err != nil {
+			return false, in.readFailure("sasl", err)
+		}
+		return in.continueAfterSASLFailure()
+	}
+	authzid := in.peerFrom
+	if data := strings.TrimSpace(auth.Data); data != "" && data != "=" {
+		raw, err := base64.StdEncoding.DecodeString(data)
+		if err != nil {
+			failure("incorrect-encoding", "authzid is not base64")
+			return in.continueAfterSASLFailure()
+		}
+		authzid = norm(string(raw))
+	}
+	switch {
+	case in.peerFrom == "":
+		failure("not-authorized", "stream header has no from")
+		return in.continueAfterSASLFailure()
+	case authzid != in.peerFrom:
+		failure("invalid-authzid", "authzid "+authzid+" is not the stream's from "+in.peerFrom)
+		return in.continueAfterSASLFailure()
+	}
+	if err := in.ep.verifyPeer(cs, in.peerFrom); err != nil {
+		failure("not-authorized", err.Error())
+		return in.continueAfterSASLFailure()
+	}
+	if err := in.writeString("<success xmlns='" + NSSASL + "'/>"); err != nil {
+		return false, in.readFailure("sasl", err)
+	}
+	in.authorize(Pair{Local: in.Info().Local, Remote: in.peerFrom}, AuthExternal)
+	in.resetReader()
+	return true, nil
+}
+
+// continueAfterSASLFailure keeps reading the same stream: the peer may fall
+// back to dialback.
+func (in *inbound) continueAfterSASLFailure() (bool, error) {
+	for {
+		start, err := in.r.Next()
+		if err != nil {
+			return false, in.readFailure("serve", err)
+		}
+		switch {
+		case start.Name.Space == NSServer && isStanzaName(start.Name.Local):
+			if err := in.stanza(start); err != nil {
+				return false, err
+			}
+		case start.Name.Space == dialback.NS:
+			el, err := dialback.Decode(in.r.Decoder(), start)
+			if err != nil {
+				in.failMalformed(err)
+				return false, in.doneErr
+			}
+			in.dialback(el)
+		case start.Name.Space == NSSASL && start.Name.Local == "auth":
+			return in.sasl(start)
+		case isStreamError(start):
+			return false, in.peerStreamError("serve", start)
+		default:
+			return false, in.fail("serve", stream.UnsupportedStanzaType, "unexpected <"+start.Name.Local+"/>", nil)
+		}
+	}
+}
+
+// stanza delivers one stanza or refuses the stream (RFC 6120 §8.1, the
+// project's spec s2s-stream.md §8).
+func (in *inbound) stanza(start xml.StartElement) error {
+	in.mu.Lock()
+	nvalid := len(in.valid)
+	in.mu.Unlock()
+	if nvalid == 0 {
+		return in.fail("serve", stream.NotAuthorized, "stanza before authentication", nil)
+	}
+	st, err := stanzaHeader(start)
+	if err != nil {
+		var we *wire.Error
+		errors.As(err, &we)
+		return in.fail("serve", we.Condition, we.Reason, err)
+	}
+	from, to := norm(st.From.Domainpart()), norm(st.To.Domainpart())
+	if !in.Authorized(to, from) {
+		if !in.ep.Serves(to) {
+			return in.fail("serve", stream.HostUnknown, "stanza to "+to+", a domain not served here", nil)
+		}
+		return in.fail("serve", stream.InvalidFrom, "stanza from "+from+", not authorized on this stream for "+to, nil)
+	}
+	if st.XML, err = in.r.Element(start); err != nil {
+		return in.readFailure("serve", err)
+	}
+	if in.h != nil {
+		in.h.ServeStanza(in.ctx, st)
+	}
+	return nil
+}
+
+// dialback handles a dialback element on an inbound stream.
+func (in *inbound) dialback(el dialback.Element) {
+	switch el := el.(type) {
+	case *dialback.Result:
+		if el.Type != dialback.TypeRequest {
+			in.log.Warn("ignoring unsolicited typed dialback result on an inbound stream", slog.String("from", el.From), slog.String("type", string(el.Type)))
+			return
+		}
+		in.result(el)
+	case *dialback.Verify:
+		if el.Type != dialback.TypeRequest {
+			in.log.Warn("ignoring unsolicited typed dialback verify on an inbound stream", slog.String("from", el.From), slog.String("type", string(el.Type)))
+			return
+		}
+		in.authoritative(el)
+	}
+}
+
+func (in *inbound) answerResult(req *dialback.Result, t dialback.Type, serr *stanza.Error) {
+	a := req.Answer(t, serr)
+	in.writeElement(a)
+	in.log.Info("dialback answer", slog.String(logkey.Local, a.From), slog.String(logkey.Remote, a.To), slog.String("type", string(t)))
+}
+
+func (in *inbound) writeElement(v xml.Marshaler) {
+	if b := marshal(v); b != nil {
+		in.write(b)
+	}
+}
+
+// marshal encodes a dialback element (they are validated before, so an
+// error here is a bug and yields nil).
+func marshal(v xml.Marshaler) []byte {
+	var buf bytes.Buffer
+	if err := xml.NewEncoder(&buf).Encode(v); err != nil {
+		return nil
+	}
+	return buf.Bytes()
+}
+
+func dbError(t stanza.ErrorType, c stanza.Condition) *stanza.Error {
+	return &stanza.Error{Type: t, Condition: c}
+}
+
+// result handles a db:result request: the receiving role (XEP-0220 §2.1).
+func (in *inbound) result(req *dialback.Result) {
+	e := in.ep
+	sender, target := norm(req.From), norm(req.To)
+	p := Pair{Local: target, Remote: sender}
+	cs, isTLS := in.tlsState()
+	switch {
+	case !e.Serves(target):
+		in.answerResult(req, dialback.TypeError, dbError(stanza.Cancel, stanza.ItemNotFound))
+		return
+	case e.Security == tlsmode.Required && !isTLS:
+		in.answerResult(req, dialback.TypeError, dbError(stanza.Modify, stanza.PolicyViolation))
+		return
+	case in.Authorized(target, sender):
+		in.answerResult(req, dialback.TypeValid, nil)
+		return
+	}
+	in.mu.Lock()
+	dup := in.pendingVerify[p]
+	if !dup {
+		in.pendingVerify[p] = true
+	}
+	id := in.info.ID
+	in.mu.Unlock()
+	if dup {
+		return
+	}
+	if isTLS {
+		certErr := e.verifyPeer(cs, sender)
+		if certErr == nil {
+			// XEP-0344: the certificate already proves the sender domain.
+			in.finishVerify(p, req, dialback.TypeValid, nil, nil)
+			return
+		}
+		if e.requireValidCert(sender) {
+			in.log.Warn("dialback refused: valid certificate required", slog.String(logkey.Remote, sender), slog.Any(logkey.Err, certErr))
+			in.finishVerify(p, req, dialback.TypeError, dbError(stanza.Auth, stanza.NotAuthorized), nil)
+			return
+		}
+	}
+	in.log.Info("verifying dialback key with the authoritative server", slog.String(logkey.Local, target), slog.String(logkey.Remote, sender))
+	in.wg.Add(1)
+	go func() {
+		defer in.wg.Done()
+		t, serr, err := e.verifyDialbackKey(in.ctx, target, sender, id, req.Key)
+		in.finishVerify(p, req, t, serr, err)
+	}()
+}
+
+// finishVerify turns the authoritative server's verdict into the answer to
+// the originating server.
+func (in *inbound) finishVerify(p Pair, req *dialback.Result, t dialback.Type, authErr *stanza.Error, err error) {
+	in.mu.Lock()
+	delete(in.pendingVerify, p)
+	closed := in.info.State == Closed
+	in.mu.Unlock()
+	if closed {
+		return
+	}
+	switch {
+	case err != nil:
+		cond := stanza.RemoteServerNotFound
+		typ := stanza.Cancel
+		if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrStreamClosed) {
+			cond, typ = stanza.RemoteServerTimeout, stanza.Wait
+		}
+		in.log.Warn("dialback verification failed", slog.String(logkey.Remote, p.Remote), slog.Any(logkey.Err, err))
+		in.answerResult(req, dialback.TypeError, dbError(typ, cond))
+	case t == dialback.TypeValid:
+		in.authorize(p, AuthDialback)
+		in.answerResult(req, dialback.TypeValid, nil)
+	case t == dialback.TypeInvalid:
+		in.log.Warn("dialback key INVALID: wrong dialback secret or spoofed domain", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote))
+		in.mu.Lock()
+		others := len(in.valid)
+		in.mu.Unlock()
+		if others > 0 {
+			in.answerResult(req, dialback.TypeError, dbError(stanza.Auth, stanza.Forbidden))
+			return
+		}
+		in.log.Info("dialback answer", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("type", string(dialback.TypeInvalid)))
+		in.failAfter("dialback", marshal(req.Answer(dialback.TypeInvalid, nil)), stream.NotAuthorized, "dialback key invalid", ErrDialbackInvalid)
+	default:
+		if authErr != nil && authErr.Condition == stanza.NotAuthorized {
+			in.answerResult(req, dialback.TypeError, authErr)
+			return
+		}
+		in.answerResult(req, dialback.TypeError, dbError(stanza.Cancel, stanza.RemoteServerNotFound))
+	}
+}
+
+// authoritative answers a db:verify request with the shared secret
+// (XEP-0220 §2.2; no authentication is needed for this).
+func (in *inbound) authoritative(req *dialback.Verify) {
+	e := in.ep
+	receiving, originating := norm(req.From), norm(req.To)
+	var a dialback.Verify
+	switch {
+	case !e.Serves(originating):
+		a = req.Answer(dialback.TypeError, dbError(stanza.Cancel, stanza.ItemNotFound))
+	case e.Keys.Verify(req.Key, receiving, originating, req.ID):
+		a = req.Answer(dialback.TypeValid, nil)
+	default:
+		in.log.Warn("db:verify for a key we did not make: answering invalid", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("id", req.ID))
+		a = req.Answer(dialback.TypeInvalid, nil)
+	}
+	in.writeElement(a)
+	in.log.Info("authoritative dialback answer", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("type", string(a.Type)))
+}

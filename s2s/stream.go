@@ -1,0 +1,392 @@
+package s2s
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/stream"
+
+	"github.com/xmppfed/xmppfed/dialback"
+	"github.com/xmppfed/xmppfed/internal/logkey"
+	"github.com/xmppfed/xmppfed/internal/wire"
+)
+
+// Namespaces of S2S negotiation.
+const (
+	NSServer  = "jabber:server"
+	NSSASL    = "urn:ietf:params:xml:ns:xmpp-sasl"
+	NSStreams = "urn:ietf:params:xml:ns:xmpp-streams"
+	NSBidi    = "urn:xmpp:features:bidi"
+	nsTLS     = "urn:ietf:params:xml:ns:xmpp-tls"
+)
+
+// Bounds on the shutdown of a stream.
+const (
+	closeGrace   = 5 * time.Second // wait for the peer's </stream:stream>
+	writeTimeout = 30 * time.Second
+)
+
+// Stream is one authenticated (or authenticating) server-to-server stream.
+// Outbound streams are returned by Endpoint.Dial; inbound streams are run by
+// Endpoint.ServeConn and reported through OnStateChange.
+type Stream struct {
+	ep  *Endpoint
+	log *slog.Logger
+
+	conn net.Conn // the current transport (a *tls.Conn after STARTTLS)
+	r    *wire.Reader
+
+	wmu  sync.Mutex
+	w    *bufio.Writer
+	wErr error
+
+	mu       sync.Mutex
+	info     Info
+	valid    map[Pair]AuthMethod
+	pending  map[Pair]chan answer      // outbound db:result awaiting the answer
+	verifies map[verifyKey]chan answer // db:verify awaiting the answer
+	closing  bool
+
+	done    chan struct{} // closed when the stream is gone
+	doneErr error
+	endOnce sync.Once
+}
+
+type verifyKey struct{ from, to, id string }
+
+type answer struct {
+	typ dialback.Type
+	el  dialback.Element
+	err error
+}
+
+func newStream(ep *Endpoint, conn net.Conn, dir Direction) *Stream {
+	s := &Stream{
+		ep:       ep,
+		conn:     conn,
+		w:        bufio.NewWriterSize(conn, 4096),
+		valid:    make(map[Pair]AuthMethod),
+		pending:  make(map[Pair]chan answer),
+		verifies: make(map[verifyKey]chan answer),
+		done:     make(chan struct{}),
+	}
+	s.info = Info{Direction: dir, State: Pending, Since: time.Now(), RemoteAddr: conn.RemoteAddr().String()}
+	s.log = ep.logger().With(slog.String("direction", dir.String()), slog.String("peer_addr", s.info.RemoteAddr))
+	s.resetReader()
+	return s
+}
+
+func (s *Stream) resetReader() {
+	s.r = wire.NewReader(s.conn, wire.Limits{MaxElement: s.ep.MaxStanzaSize, MaxDepth: s.ep.MaxDepth})
+}
+
+// Info returns a snapshot of the stream's state.
+func (s *Stream) Info() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.info
+	i.Pairs = make([]Pair, 0, len(s.valid))
+	for p := range s.valid {
+		i.Pairs = append(i.Pairs, p)
+	}
+	return i
+}
+
+// Done is closed when the stream has ended; Err then says why.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// Err returns why the stream ended (nil for a clean close), or nil while it
+// is open.
+func (s *Stream) Err() error {
+	select {
+	case <-s.done:
+		return s.doneErr
+	default:
+		return nil
+	}
+}
+
+// Authorized reports whether stanzas may flow for the pair on this stream.
+func (s *Stream) Authorized(local, remote string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.valid[Pair{Local: local, Remote: remote}]
+	return ok
+}
+
+func (s *Stream) setIDs(local, remote, id string) {
+	s.mu.Lock()
+	s.info.Local, s.info.Remote, s.info.ID = local, remote, id
+	s.mu.Unlock()
+	s.log = s.ep.logger().With(
+		slog.String("direction", s.info.Direction.String()),
+		slog.String(logkey.Local, local), slog.String(logkey.Remote, remote),
+		slog.String(logkey.StreamID, id))
+}
+
+// authorize marks a pair valid and moves the stream to CONNECTED.
+func (s *Stream) authorize(p Pair, m AuthMethod) {
+	s.mu.Lock()
+	s.valid[p] = m
+	if s.info.Auth == AuthNone {
+		s.info.Auth = m
+	}
+	from := s.info.State
+	if from == Pending {
+		s.info.State = Connected
+	}
+	dir := s.info.Direction
+	s.mu.Unlock()
+	if dir == Inbound {
+		// Authenticated: the unauthenticated-lifetime bound no longer applies.
+		s.wmu.Lock()
+		s.conn.SetReadDeadline(time.Time{})
+		s.wmu.Unlock()
+	}
+	s.log.Info("domain pair authorized", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("auth", m.String()))
+	if from == Pending {
+		s.stateChange(Pending, Connected, nil)
+	}
+}
+
+func (s *Stream) stateChange(from, to State, err error) {
+	attrs := []any{slog.String(logkey.State, from.String()+"->"+to.String())}
+	if err != nil {
+		attrs = append(attrs, slog.Any(logkey.Err, err))
+	}
+	s.log.Info("Connection state change", attrs...)
+	if s.ep.OnStateChange != nil {
+		s.ep.OnStateChange(StateChange{Info: s.Info(), From: from, To: to, Err: err})
+	}
+}
+
+// end marks the stream closed (once), closes the transport and wakes every
+// waiter.
+func (s *Stream) end(err error) {
+	s.endOnce.Do(func() {
+		s.mu.Lock()
+		from := s.info.State
+		s.info.State = Closed
+		pend := s.pending
+		vers := s.verifies
+		s.pending = map[Pair]chan answer{}
+		s.verifies = map[verifyKey]chan answer{}
+		s.mu.Unlock()
+		s.conn.Close()
+		s.doneErr = err
+		close(s.done)
+		for _, c := range pend {
+			c <- answer{err: ErrStreamClosed}
+		}
+		for _, c := range vers {
+			c <- answer{err: ErrStreamClosed}
+		}
+		s.stateChange(from, Closed, err)
+	})
+}
+
+// write sends raw XML. Writes are serialised; a failed write ends the
+// stream.
+func (s *Stream) write(b []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.writeLocked(b)
+}
+
+func (s *Stream) writeLocked(b []byte) error {
+	if s.wErr != nil {
+		return s.wErr
+	}
+	if s.log.Enabled(nil, slog.LevelDebug) {
+		s.log.Debug("sending: " + string(b))
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := s.w.Write(b); err != nil {
+		s.wErr = err
+		return err
+	}
+	if err := s.w.Flush(); err != nil {
+		s.wErr = err
+		return err
+	}
+	return nil
+}
+
+func (s *Stream) writeString(str string) error { return s.write([]byte(str)) }
+
+// newStreamID returns 128 random bits as 32 hex digits (an NMTOKEN).
+func newStreamID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// header builds a stream header.
+func header(from, to, id string, version bool) string {
+	var b strings.Builder
+	b.WriteString("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback'")
+	attr := func(name, v string) {
+		if v != "" {
+			b.WriteString(" " + name + "='" + wire.EscapeAttr(v) + "'")
+		}
+	}
+	attr("from", from)
+	attr("to", to)
+	attr("id", id)
+	if version {
+		b.WriteString(" version='1.0'")
+	}
+	b.WriteString(" xml:lang='en'>")
+	return b.String()
+}
+
+// streamErrorXML renders a stream error and the closing tag.
+func streamErrorXML(cond stream.Error, text string) string {
+	var b strings.Builder
+	b.WriteString("<stream:error><" + cond.Err + " xmlns='" + NSStreams + "'")
+	if cond.Content != "" {
+		b.WriteString(">" + wire.EscapeText(cond.Content) + "</" + cond.Err + ">")
+	} else {
+		b.WriteString("/>")
+	}
+	if text != "" {
+		b.WriteString("<text xmlns='" + NSStreams + "' xml:lang='en'>" + wire.EscapeText(text) + "</text>")
+	}
+	b.WriteString("</stream:error></stream:stream>")
+	return b.String()
+}
+
+// fail sends a stream error, closes the stream and returns the *Error
+// describing it.
+func (s *Stream) fail(op string, cond stream.Error, text string, cause error) error {
+	return s.failAfter(op, nil, cond, text, cause)
+}
+
+// failAfter is fail with some last XML (for example a dialback answer)
+// written in the same write as the stream error, so that nothing the peer
+// does in between can change the outcome.
+func (s *Stream) failAfter(op string, last []byte, cond stream.Error, text string, cause error) error {
+	info := s.Info()
+	e := &Error{Op: op, Local: info.Local, Remote: info.Remote, StreamID: info.ID, Condition: cond, Sent: true, Err: cause}
+	if text != "" && cause == nil {
+		e.Err = errors.New(text)
+	}
+	s.log.Warn("closing stream with stream error", slog.String("condition", cond.Err), slog.String("text", text), slog.Any(logkey.Err, cause))
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.write(append(last, streamErrorXML(cond, text)...))
+	s.end(e)
+	return e
+}
+
+// readFailure turns a read error into the stream's end: a protocol
+// violation gets its stream error, a transport error just closes.
+func (s *Stream) readFailure(op string, err error) error {
+	err = s.r.MapErr(err)
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return s.fail(op, we.Condition, we.Reason, err)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return s.fail(op, stream.ConnectionTimeout, "", ErrTimeout)
+	}
+	if errors.Is(err, wire.ErrClosed) {
+		s.closeReply()
+		return nil
+	}
+	info := s.Info()
+	e := &Error{Op: op, Local: info.Local, Remote: info.Remote, StreamID: info.ID, Err: err}
+	s.end(e)
+	return e
+}
+
+// peerStreamError decodes a <stream:error/> the peer sent and ends the
+// stream.
+func (s *Stream) peerStreamError(op string, start xml.StartElement) error {
+	var se stream.Error
+	if err := s.r.Decoder().DecodeElement(&se, &start); err != nil {
+		se = stream.UndefinedCondition
+	}
+	info := s.Info()
+	e := &Error{Op: op, Local: info.Local, Remote: info.Remote, StreamID: info.ID, Condition: se, Err: ErrPeerStreamError}
+	s.log.Warn("peer sent stream error", slog.String("condition", se.Err), slog.Any(logkey.Err, e))
+	s.end(e)
+	return e
+}
+
+// closeReply answers the peer's </stream:stream> and ends the stream.
+func (s *Stream) closeReply() {
+	s.mu.Lock()
+	already := s.closing
+	s.closing = true
+	s.mu.Unlock()
+	if !already {
+		s.writeString("</stream:stream>")
+	}
+	s.end(nil)
+}
+
+// Close closes the stream gracefully: it sends </stream:stream> and waits
+// (up to a few seconds) for the peer's closing tag before dropping the
+// connection.
+func (s *Stream) Close() error {
+	s.mu.Lock()
+	already := s.closing
+	s.closing = true
+	s.mu.Unlock()
+	if !already {
+		s.writeString("</stream:stream>")
+	}
+	select {
+	case <-s.done:
+	case <-time.After(closeGrace):
+		s.end(nil)
+	}
+	return nil
+}
+
+// isTLS reports whether the transport is TLS and its state.
+func (s *Stream) tlsState() (tls.ConnectionState, bool) {
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
+}
+
+func (s *Stream) setTLS(cs tls.ConnectionState, certErr error) {
+	s.mu.Lock()
+	s.info.TLS = true
+	s.info.TLSVersion = cs.Version
+	s.info.CertError = certErr
+	s.mu.Unlock()
+}
+
+// features is what a peer's <stream:features/> offers.
+type features struct {
+	tls        bool
+	tlsPeer    int // tlsmode.Peer value
+	external   bool
+	dialback   bool
+	dbErrors   bool
+	bidi       bool
+	mechanisms []string
+}
+
+func (f features) String() string {
+	return fmt.Sprintf("starttls=%v external=%v dialback=%v", f.tls, f.external, f.dialback)
+}
+
+var _ io.Writer = (*bufio.Writer)(nil)
