@@ -178,7 +178,7 @@ func (e *Endpoint) certificateFor(domain string) *tls.Certificate {
 			}
 			leaf = l
 		}
-		if leaf != nil && leaf.VerifyHostname(domain) == nil {
+		if ids, err := tlsmode.PeerIdentities(leaf); err == nil && ids.Match(domain) {
 			return c
 		}
 	}

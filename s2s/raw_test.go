@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/xmppfed/xmppfed/internal/testpki"
+	"github.com/xmppfed/xmppfed/s2s"
 	"github.com/xmppfed/xmppfed/tlsmode"
 )
 
@@ -24,6 +25,18 @@ func selfSigned(names ...string) func(*testNet) tls.Certificate {
 
 func caLeaf(names ...string) func(*testNet) tls.Certificate {
 	return func(n *testNet) tls.Certificate { return n.ca.Leaf(n.t, names...) }
+}
+
+func xmppAddrOnly(domain string) func(*testNet) tls.Certificate {
+	return func(n *testNet) tls.Certificate {
+		return n.ca.Issue(n.t, testpki.Spec{XmppAddrs: []string{domain}, CommonName: "not-the-domain"})
+	}
+}
+
+func srvIDOnly(domain string) func(*testNet) tls.Certificate {
+	return func(n *testNet) tls.Certificate {
+		return n.ca.Issue(n.t, testpki.Spec{SRVNames: []string{"_xmpp-server." + domain}, CommonName: "not-the-domain"})
+	}
 }
 
 func expired(names ...string) func(*testNet) tls.Certificate {
@@ -233,4 +246,75 @@ func TestAuthoritativeRole(t *testing.T) {
 		}
 		assert.Equal(t, tc.want, typ, tc.verify)
 	}
+}
+
+// authenticatedRaw opens a raw stream to b claiming a.test and authenticates
+// it with a correct dialback key (a.test's authoritative server is a real
+// node), so that post-authentication violations can be sent by hand.
+func authenticatedRaw(t *testing.T) (*rawPeer, *node) {
+	n := newTestNet(t)
+	n.server([]string{"a.test"}, withMode(tlsmode.NoTLS))
+	b := n.server([]string{"b.test"}, withMode(tlsmode.NoTLS))
+	p := dialRaw(t, b)
+	p.send(rawHeader)
+	h, err := p.until("stream")
+	require.NoError(t, err)
+	var id string
+	for _, a := range h.Attr {
+		if a.Name.Local == "id" {
+			id = a.Value
+		}
+	}
+	require.NotEmpty(t, id)
+	p.send("<db:result from='a.test' to='b.test'>" + secretFor("a.test").Key("b.test", "a.test", id) + "</db:result>")
+	res, err := p.until("result")
+	require.NoError(t, err)
+	require.Contains(t, res.Attr, xml.Attr{Name: xml.Name{Local: "type"}, Value: "valid"})
+	return p, b
+}
+
+func TestAuthorizedStreamAddressing(t *testing.T) {
+	tests := []struct{ name, stanza, want string }{
+		{"no to", "<message from='juliet@a.test'><body>x</body></message>", "improper-addressing"},
+		{"no from", "<message to='romeo@b.test'><body>x</body></message>", "improper-addressing"},
+		{"invalid to", "<message from='juliet@a.test' to='@@b.test'><body>x</body></message>", "improper-addressing"},
+		{"forged from domain", "<message from='eve@evil.test' to='romeo@b.test'><body>x</body></message>", "invalid-from"},
+		{"to a domain not served", "<message from='juliet@a.test' to='romeo@c.test'><body>x</body></message>", "host-unknown"},
+		{"not a stanza", "<foo xmlns='jabber:server'/>", "unsupported-stanza-type"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, b := authenticatedRaw(t)
+			// A good stanza is delivered first, proving the stream works.
+			p.send("<message from='juliet@a.test' to='romeo@b.test'><body>ok</body></message>")
+			assert.Contains(t, string(b.receive(t).XML), "<body>ok</body>")
+			p.send(tc.stanza)
+			assert.Equal(t, tc.want, p.streamError())
+			b.nothing(t)
+		})
+	}
+}
+
+// XEP-0220 §3.1: a typed db:result on an inbound stream is unsolicited and
+// must not authorize anything.
+func TestUnsolicitedDialbackResultIgnored(t *testing.T) {
+	n := newTestNet(t)
+	b := n.server([]string{"b.test"}, withMode(tlsmode.NoTLS))
+	p := dialRaw(t, b)
+	p.send(rawHeader)
+	p.send("<db:result from='a.test' to='b.test' type='valid'/>")
+	p.send("<message from='juliet@a.test' to='romeo@b.test'><body>x</body></message>")
+	assert.Equal(t, "not-authorized", p.streamError())
+	b.nothing(t)
+}
+
+// A stanza keeps its payload namespaces and escaping when it crosses.
+func TestStanzaCanonicalForm(t *testing.T) {
+	p, b := authenticatedRaw(t)
+	p.send(`<message from='juliet@a.test' to='romeo@b.test' xml:lang='en'><body>a &lt; b &amp; "c"</body><x:x xmlns:x='urn:example:x' x:attr='1'><y/></x:x></message>`)
+	got := b.receive(t)
+	assert.Equal(t, `<message from='juliet@a.test' to='romeo@b.test' xml:lang='en'><body>a &lt; b &amp; "c"</body><x xmlns='urn:example:x' xmlns:a0='urn:example:x' a0:attr='1'><y xmlns='jabber:server'></y></x></message>`, string(got.XML))
+	again, err := s2s.ParseStanza(got.XML)
+	require.NoError(t, err)
+	assert.Equal(t, got.XML, again.XML, "canonical form is stable")
 }

@@ -121,6 +121,7 @@ func TestSASLExternalOrDialback(t *testing.T) {
 		wantErr      error
 	}{
 		{name: "both valid", wantAuth: s2s.AuthExternal},
+		{name: "XmppAddr and SRV-ID only", aCert: xmppAddrOnly("a.test"), bCert: srvIDOnly("b.test"), wantAuth: s2s.AuthExternal},
 		{name: "originating cert self-signed", aCert: selfSigned("a.test"), wantAuth: s2s.AuthDialback},
 		{name: "originating cert wrong name", aCert: caLeaf("other.test"), wantAuth: s2s.AuthDialback},
 		{name: "receiving cert expired", bCert: expired("b.test"), wantAuth: s2s.AuthDialback, wantCertErr: tlsmode.ErrCertExpired},

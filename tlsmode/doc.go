@@ -22,4 +22,17 @@
 // pieces are exported: ParseFeature reads a peer's <starttls/> listing,
 // WriteFailure refuses a <starttls/>, and ClientConfig and ServerConfig
 // build the TLS configurations for either side.
+//
+// VerifyPeer (or VerifyState, for a tls.ConnectionState) says whether a
+// peer's certificate authenticates it as an XMPP domain (RFC 6120 §13.7.2,
+// RFC 6125, RFC 7590, XEP-0178): the chain must lead to a trusted root, and
+// the leaf must name the domain as a DNS-ID, an SRV-ID
+// ("_xmpp-server.example.com"), an XmppAddr or, failing all three, its CN,
+// compared in A-label form. crypto/x509 ignores the otherName entries that
+// carry SRV-IDs and XmppAddrs, so the chain is verified without a host name
+// and the names are matched here; to use this rather than crypto/tls's
+// DNS-ID check, set InsecureSkipVerify and call VerifyState after the
+// handshake. A failure is a *CertError saying what an administrator should
+// fix. It need not end the stream: a peer can still authenticate with
+// dialback unless valid certificates are required.
 package tlsmode

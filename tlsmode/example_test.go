@@ -3,11 +3,14 @@ package tlsmode_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"mellium.im/xmpp/stream"
 
@@ -158,4 +161,102 @@ func ExampleClientConfig() {
 	// Output:
 	// xn--bcher-kva.example [xmpp-server] true
 	// ""
+}
+
+// Identity matching alone, for the names a certificate presents (see
+// PeerIdentities).
+func ExampleIdentities_Match() {
+	ids := tlsmode.Identities{
+		DNS:      []string{"*.example.com"},
+		SRV:      []string{"_xmpp-server.example.net"},
+		XmppAddr: []string{"bücher.example"},
+		CN:       "example.org", // not used: there are SAN identifiers
+	}
+	for _, domain := range []string{
+		"chat.example.com", "example.com", "a.b.example.com",
+		"example.net", "xn--bcher-kva.example", "example.org",
+	} {
+		fmt.Println(domain, ids.Match(domain))
+	}
+	// Output:
+	// chat.example.com true
+	// example.com false
+	// a.b.example.com false
+	// example.net true
+	// xn--bcher-kva.example true
+	// example.org false
+}
+
+// Checking the certificate a peer presented, here read from files: one for
+// a.example with DNS-ID, SRV-ID and XmppAddr, valid during 2026, and the
+// CA that issued it.
+func ExampleVerifyPeer() {
+	read := func(name string) *x509.Certificate {
+		data, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			panic(err)
+		}
+		block, _ := pem.Decode(data)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			panic(err)
+		}
+		return cert
+	}
+	chain := []*x509.Certificate{read("example-a.example.pem")} // leaf first
+	roots := x509.NewCertPool()
+	roots.AddCert(read("example-ca.pem"))
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+
+	fmt.Println(tlsmode.VerifyPeer(chain, "a.example", tlsmode.VerifyOptions{Roots: roots, Now: now}))
+
+	err := tlsmode.VerifyPeer(chain, "b.example", tlsmode.VerifyOptions{Roots: roots, Now: now})
+	fmt.Println(errors.Is(err, tlsmode.ErrCertWrongName), err)
+
+	err = tlsmode.VerifyPeer(chain, "a.example", tlsmode.VerifyOptions{Roots: roots, Now: now.AddDate(1, 0, 0)})
+	fmt.Println(errors.Is(err, tlsmode.ErrCertExpired), err)
+
+	err = tlsmode.VerifyPeer(chain, "a.example", tlsmode.VerifyOptions{Roots: x509.NewCertPool(), Now: now})
+	var certErr *tlsmode.CertError
+	if errors.As(err, &certErr) {
+		fmt.Println(certErr.Problem, certErr.Issuer)
+	}
+
+	err = tlsmode.VerifyPeer(nil, "a.example", tlsmode.VerifyOptions{})
+	fmt.Println(errors.Is(err, tlsmode.ErrCertMissing), err)
+	// Output:
+	// <nil>
+	// true tlsmode: the certificate presented by b.example is not valid for b.example: it names DNS:a.example, SRV:_xmpp-server.a.example, XmppAddr:a.example; the peer needs a certificate that lists b.example
+	// true tlsmode: the certificate presented by a.example expired on 2027-01-01 00:00:00 UTC (subject "a.example"); the peer must renew it
+	// unknown issuer Example Federation CA
+	// true tlsmode: a.example presented no certificate; the peer must have a certificate for a.example configured
+}
+
+// The initiating server's two ways to check the peer's certificate for
+// the remote domain (the receiving server does the same with the domain the
+// peer claims, after the handshake).
+func ExampleVerifyState() {
+	const remote = "b.example"
+	opts := tlsmode.VerifyOptions{} // system roots, current time
+
+	// Encryption whatever the certificate; judged after the handshake:
+	// authenticated by certificate, or dialback.
+	lenient, err := tlsmode.ClientConfig(&tls.Config{InsecureSkipVerify: true}, remote, false)
+	if err != nil {
+		panic(err)
+	}
+	// tlsConn := tls.Client(conn, lenient); tlsConn.HandshakeContext(ctx)
+	// err := tlsmode.VerifyState(tlsConn.ConnectionState(), remote, opts)
+
+	// Valid certificates required: refuse others in the handshake.
+	strict := lenient.Clone()
+	strict.VerifyConnection = func(cs tls.ConnectionState) error {
+		return tlsmode.VerifyState(cs, remote, opts)
+	}
+
+	// The verdict on a handshake without a peer certificate:
+	err = strict.VerifyConnection(tls.ConnectionState{})
+	fmt.Println(errors.Is(err, tlsmode.ErrCertMissing), err)
+	// Output:
+	// true tlsmode: b.example presented no certificate; the peer must have a certificate for b.example configured
 }

@@ -1,5 +1,6 @@
 // Package testpki makes throw-away X.509 certificates for tests: an in-memory
-// certificate authority, leaf certificates it signs and self-signed
+// certificate authority with optional intermediates, leaf certificates it
+// signs (with XMPP's SRV-ID and XmppAddr names if asked) and self-signed
 // certificates, all generated at run time (ECDSA P-256) so that no key
 // material is checked in and nothing ever expires in the repository.
 //
