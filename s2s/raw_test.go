@@ -126,10 +126,10 @@ func (p *rawPeer) streamError() string {
 
 func TestInboundStreamErrors(t *testing.T) {
 	tests := []struct {
-		name  string
-		mode  tlsmode.Mode
-		send  []string
-		want  string
+		name string
+		mode tlsmode.Mode
+		send []string
+		want string
 	}{
 		{name: "unknown host", send: []string{strings.Replace(rawHeader, "to='b.test'", "to='nothere.test'", 1)}, want: "host-unknown"},
 		{name: "wrong stream namespace", send: []string{"<stream:stream xmlns='jabber:server' xmlns:stream='urn:wrong' to='b.test' version='1.0'>"}, want: "invalid-namespace"},

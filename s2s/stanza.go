@@ -6,6 +6,8 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stream"
@@ -35,27 +37,20 @@ var ErrBadStanza = errors.New("s2s: not a valid stanza")
 // the jabber:server or jabber:client namespace, or none) into a Stanza with
 // canonical XML. Both from and to must be valid addresses.
 func ParseStanza(b []byte) (*Stanza, error) {
-	r := wire.NewReader(bytes.NewReader(b), wire.Limits{MaxElement: len(b) + 1})
-	d := r.Decoder()
-	var start xml.StartElement
-	for start.Name.Local == "" {
-		t, err := d.Token()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadStanza, err)
-		}
-		switch t := t.(type) {
-		case xml.StartElement:
-			start = t.Copy()
-		case xml.CharData:
-			if len(bytes.TrimSpace(t)) != 0 {
-				return nil, fmt.Errorf("%w: text outside the element", ErrBadStanza)
-			}
-		default:
-			return nil, fmt.Errorf("%w: unexpected %T", ErrBadStanza, t)
-		}
+	// Read the element as if it were on an S2S stream, so that an element
+	// without a namespace declaration is in jabber:server, as on the wire.
+	const open = "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>"
+	r := wire.NewReader(io.MultiReader(strings.NewReader(open), bytes.NewReader(b), strings.NewReader("</stream:stream>")),
+		wire.Limits{MaxElement: len(b) + 64})
+	if _, err := r.Header(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStanza, err)
+	}
+	start, err := r.Next()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStanza, err)
 	}
 	switch start.Name.Space {
-	case "", NSServer, "jabber:client":
+	case NSServer, "jabber:client":
 	default:
 		return nil, fmt.Errorf("%w: namespace %q", ErrBadStanza, start.Name.Space)
 	}
@@ -66,6 +61,9 @@ func ParseStanza(b []byte) (*Stanza, error) {
 	}
 	if st.XML, err = r.Element(start); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStanza, err)
+	}
+	if _, err := r.Next(); !errors.Is(err, wire.ErrClosed) {
+		return nil, fmt.Errorf("%w: more than one element", ErrBadStanza)
 	}
 	return st, nil
 }

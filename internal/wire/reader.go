@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"mellium.im/xmpp/stream"
@@ -186,6 +187,9 @@ func (r *Reader) mapErr(err error) error {
 	if errors.Is(err, errBudget) || errors.Is(r.br.err, errBudget) {
 		return violation(stream.PolicyViolation, fmt.Sprintf("element larger than %d bytes", r.lim.MaxElement), nil)
 	}
+	if strings.Contains(err.Error(), "CharsetReader") { // encoding/xml: a non-UTF-8 encoding was declared
+		return violation(stream.UnsupportedEncoding, "only UTF-8 is allowed", err)
+	}
 	var se *xml.SyntaxError
 	if errors.As(err, &se) {
 		if strings.Contains(se.Msg, "unexpected EOF") {
@@ -299,6 +303,9 @@ func (r *Reader) Element(start xml.StartElement) ([]byte, error) {
 	var stack [16]string
 	nsStack := stack[:0]
 	inherit := r.content
+	if err := checkNames(start); err != nil {
+		return nil, err
+	}
 	writeStart(b, start, inherit)
 	nsStack = append(nsStack, start.Name.Space)
 	for len(nsStack) > 0 {
@@ -310,6 +317,9 @@ func (r *Reader) Element(start xml.StartElement) ([]byte, error) {
 		case xml.StartElement:
 			if len(nsStack) >= r.lim.MaxDepth {
 				return nil, violation(stream.PolicyViolation, "elements nested too deeply", nil)
+			}
+			if err := checkNames(t); err != nil {
+				return nil, err
 			}
 			writeStart(b, t, nsStack[len(nsStack)-1])
 			nsStack = append(nsStack, t.Name.Space)
@@ -418,3 +428,37 @@ func procInstParam(inst, name string) string {
 // SetContent sets the namespace that top-level elements inherit, for a
 // Reader over a fragment rather than a whole stream (no header).
 func (r *Reader) SetContent(ns string) { r.content = ns }
+
+// checkNames rejects element and attribute names that encoding/xml lets
+// through but that are not XML names once the prefix is gone (for example
+// "p:0"), so that canonical output is always well-formed.
+func checkNames(t xml.StartElement) error {
+	if !isName(t.Name.Local) {
+		return violation(stream.BadFormat, "invalid element name "+strconv.Quote(t.Name.Local), nil)
+	}
+	for _, a := range t.Attr {
+		if !isName(a.Name.Local) {
+			return violation(stream.BadFormat, "invalid attribute name "+strconv.Quote(a.Name.Local), nil)
+		}
+	}
+	return nil
+}
+
+// isName is a conservative XML NCName check: ASCII letters, digits, '-',
+// '.', '_' and any non-ASCII character, not starting with a digit, '-' or
+// '.'.
+func isName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 0x80, c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
