@@ -220,6 +220,9 @@ func (s *Stream) negotiate(ctx context.Context, local, remote string, direct, ve
 		if verifyOnly || s.Authorized(local, remote) {
 			return feat, nil
 		}
+		if !isTLS && e.requireValidCert(remote) {
+			return feat, s.fail("negotiate", stream.PolicyViolation, "a valid certificate is required for "+remote+" but the peer does not offer TLS", ErrCertificate)
+		}
 		if isTLS && feat.external && s.Info().CertError == nil && e.ownCertValid(local) {
 			ok, err := s.saslExternal(local)
 			if err != nil {
@@ -603,7 +606,7 @@ func (e *Endpoint) verifyDialbackKey(ctx context.Context, receiving, originating
 	go s.readLoop()
 	defer func() {
 		s.log.Info("closing stream used for dialback only")
-		go s.Close()
+		s.closeAsync()
 	}()
 	k := verifyKey{from: originating, to: receiving, id: id}
 	c := make(chan answer, 1)

@@ -413,7 +413,7 @@ func (in *inbound) result(req *dialback.Result) {
 	case !e.Serves(target):
 		in.answerResult(req, dialback.TypeError, dbError(stanza.Cancel, stanza.ItemNotFound))
 		return
-	case e.Security == tlsmode.Required && !isTLS:
+	case (e.Security == tlsmode.Required || e.requireValidCert(sender)) && !isTLS:
 		in.answerResult(req, dialback.TypeError, dbError(stanza.Modify, stanza.PolicyViolation))
 		return
 	case in.Authorized(target, sender):

@@ -250,3 +250,32 @@ func TestAuthoritativeNeverAnswers(t *testing.T) {
 
 var _ = errors.Is
 var _ = testpki.NewCA
+
+// Requiring a valid certificate for one remote domain refuses plaintext
+// and unverifiable peers of that domain only.
+func TestRequireValidCertPerDomain(t *testing.T) {
+	n := newTestNet(t)
+	a := n.server([]string{"a.test"}, withMode(tlsmode.Optional))
+	a.ep.RequireValidCertFor = func(remote string) bool { return remote == "b.test" }
+	b := n.server([]string{"b.test"}, withMode(tlsmode.NoTLS))
+	c := n.server([]string{"c.test"}, withMode(tlsmode.NoTLS))
+	ctx := ctxT(t, 10*time.Second)
+
+	_, err := a.ep.Dial(ctx, "a.test", "b.test")
+	require.ErrorIs(t, err, s2s.ErrCertificate)
+	assert.ErrorIs(t, err, stream.PolicyViolation)
+	b.nothing(t)
+
+	s, err := a.ep.Dial(ctx, "a.test", "c.test") // no requirement for c.test
+	require.NoError(t, err)
+	s.Close()
+	c.inboundConnected(t)
+
+	// Inbound: b.test insists on a valid certificate from a.test, which
+	// comes in plaintext: the dialback request is refused.
+	b.ep.RequireValidCertFor = func(remote string) bool { return remote == "a.test" }
+	noTLS := n.endpoint([]string{"a.test"}, withMode(tlsmode.NoTLS))
+	_, err = noTLS.Dial(ctx, "a.test", "b.test")
+	require.ErrorIs(t, err, s2s.ErrDialbackError)
+	assert.ErrorIs(t, err, stanza.Error{Condition: stanza.PolicyViolation})
+}

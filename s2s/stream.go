@@ -343,19 +343,26 @@ func (s *Stream) closeReply() {
 // (up to a few seconds) for the peer's closing tag before dropping the
 // connection.
 func (s *Stream) Close() error {
+	s.closeAsync()
+	<-s.done
+	return nil
+}
+
+// closeAsync sends </stream:stream> and lets the read loop end the stream
+// when the peer answers, or a timer after closeGrace.
+func (s *Stream) closeAsync() {
 	s.mu.Lock()
 	already := s.closing
 	s.closing = true
 	s.mu.Unlock()
-	if !already {
-		s.writeString("</stream:stream>")
+	if already {
+		return
 	}
-	select {
-	case <-s.done:
-	case <-time.After(closeGrace):
+	if err := s.writeString("</stream:stream>"); err != nil {
 		s.end(nil)
+		return
 	}
-	return nil
+	time.AfterFunc(closeGrace, func() { s.end(nil) })
 }
 
 // isTLS reports whether the transport is TLS and its state.
