@@ -41,13 +41,13 @@ func (l *logBuffer) String() string {
 
 // testNet is a DNS zone, a CA and a log shared by the nodes of one test.
 type testNet struct {
-	t   *testing.T
+	t   testing.TB
 	ca  *testpki.CA
 	dns *srvtest.Server
 	log *logBuffer
 }
 
-func newTestNet(t *testing.T) *testNet {
+func newTestNet(t testing.TB) *testNet {
 	t.Helper()
 	n := &testNet{t: t, ca: testpki.NewCA(t), dns: srvtest.New(t, ""), log: &logBuffer{}}
 	t.Cleanup(func() {
@@ -166,13 +166,13 @@ func (n *testNet) server(domains []string, opts ...nodeOpt) *node {
 	return n.listen(n.endpoint(domains, opts...), false)
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func message(t *testing.T, from, to, body string) *s2s.Stanza {
+func message(t testing.TB, from, to, body string) *s2s.Stanza {
 	t.Helper()
 	st, err := s2s.ParseStanza([]byte(fmt.Sprintf("<message xmlns='jabber:server' from='%s' to='%s' type='chat' id='m1'><body>%s</body></message>", from, to, body)))
 	require.NoError(t, err)
@@ -180,7 +180,7 @@ func message(t *testing.T, from, to, body string) *s2s.Stanza {
 }
 
 // receive waits for one stanza on nd.
-func (nd *node) receive(t *testing.T) *s2s.Stanza {
+func (nd *node) receive(t testing.TB) *s2s.Stanza {
 	t.Helper()
 	select {
 	case st := <-nd.got:
@@ -192,7 +192,7 @@ func (nd *node) receive(t *testing.T) *s2s.Stanza {
 }
 
 // nothing asserts that nd received no stanza for a short while.
-func (nd *node) nothing(t *testing.T) {
+func (nd *node) nothing(t testing.TB) {
 	t.Helper()
 	select {
 	case st := <-nd.got:
@@ -202,7 +202,7 @@ func (nd *node) nothing(t *testing.T) {
 }
 
 // inboundConnected waits for an inbound stream on nd to reach CONNECTED.
-func (nd *node) inboundConnected(t *testing.T) s2s.Info {
+func (nd *node) inboundConnected(t testing.TB) s2s.Info {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {
