@@ -175,6 +175,9 @@ func (s *Stream) negotiate(ctx context.Context, local, remote string, direct, ve
 			feat = f
 		}
 		s.log.Debug("stream features", slog.String("features", feat.String()))
+		s.mu.Lock()
+		s.dbErrors = feat.dbErrors
+		s.mu.Unlock()
 		_, isTLS := s.tlsState()
 		if !isTLS {
 			peer := tlsmode.PeerNoTLS
@@ -431,6 +434,14 @@ func (s *Stream) Authorize(ctx context.Context, local, remote string) error {
 	p := Pair{Local: local, Remote: remote}
 	if s.Authorized(local, remote) {
 		return nil
+	}
+	s.mu.Lock()
+	targetMux := remote != s.info.Remote && !s.dbErrors
+	s.mu.Unlock()
+	if targetMux {
+		// XEP-0220 §4: a new target domain on a stream only when the peer
+		// announced dialback errors.
+		return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: errors.New("peer does not support dialback errors, so the stream cannot carry another target domain")}
 	}
 	c := make(chan answer, 1)
 	s.mu.Lock()

@@ -58,6 +58,7 @@ type Stream struct {
 	pending  map[Pair]chan answer      // outbound db:result awaiting the answer
 	verifies map[verifyKey]chan answer // db:verify awaiting the answer
 	closing  bool
+	dbErrors bool // the peer listed dialback errors: target multiplexing allowed
 
 	done    chan struct{} // closed when the stream is gone
 	doneErr error
