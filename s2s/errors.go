@@ -9,42 +9,43 @@ import (
 )
 
 // Sentinel errors; every error returned by this package that fits one of
-// them matches it with errors.Is.
+// them matches it with errors.Is. They are returned wrapped in *Error, whose
+// message adds the "s2s:" prefix and the domains.
 var (
 	// ErrDialbackInvalid: the receiving server said our dialback key is
 	// invalid. The usual cause is a different dialback secret, or a peer
 	// that cannot reach our authoritative server.
-	ErrDialbackInvalid = errors.New("s2s: dialback key refused as invalid")
+	ErrDialbackInvalid = errors.New("dialback key refused as invalid: the receiving server's check with our authoritative server failed; make sure every node of our domain has the same dialback secret and that DNS for our domain points only at those nodes")
 
 	// ErrDialbackError: the receiving server answered with a dialback error
 	// (for example it could not reach our authoritative server).
-	ErrDialbackError = errors.New("s2s: dialback error")
+	ErrDialbackError = errors.New("dialback error")
 
 	// ErrTimeout: a negotiation step or dialback did not finish in time.
-	ErrTimeout = errors.New("s2s: timed out")
+	ErrTimeout = errors.New("timed out")
 
 	// ErrNotAuthorized: sending for a domain pair the stream has not
 	// authorized.
-	ErrNotAuthorized = errors.New("s2s: domain pair not authorized on this stream")
+	ErrNotAuthorized = errors.New("domain pair not authorized on this stream")
 
 	// ErrPeerStreamError: the peer closed the stream with a stream error.
-	ErrPeerStreamError = errors.New("s2s: peer sent a stream error")
+	ErrPeerStreamError = errors.New("peer sent a stream error")
 
 	// ErrStreamClosed: the stream is closed.
-	ErrStreamClosed = errors.New("s2s: stream closed")
+	ErrStreamClosed = errors.New("stream closed")
 
 	// ErrNoTarget: every target of the remote domain failed to connect.
-	ErrNoTarget = errors.New("s2s: no target of the remote domain could be reached")
+	ErrNoTarget = errors.New("no target of the remote domain could be reached")
 
 	// ErrCertificate: the peer's certificate does not verify and valid
 	// certificates are required.
-	ErrCertificate = errors.New("s2s: peer certificate not valid")
+	ErrCertificate = errors.New("peer certificate not valid")
 
 	// ErrSASL: SASL EXTERNAL failed.
-	ErrSASL = errors.New("s2s: SASL EXTERNAL failed")
+	ErrSASL = errors.New("SASL EXTERNAL failed")
 
 	// ErrDomainNotServed: a local domain the Endpoint does not serve.
-	ErrDomainNotServed = errors.New("s2s: domain not served by this endpoint")
+	ErrDomainNotServed = errors.New("domain not served by this endpoint")
 )
 
 // Error describes why a stream failed or was refused.

@@ -58,7 +58,10 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) error {
 		return err
 	}
 	securityModes(out)
-	return dialbackRoundTrip(log, out)
+	if err := dialbackRoundTrip(log, out); err != nil {
+		return err
+	}
+	return federate(ctx, log, out, dns)
 }
 
 // resolve looks up every demo domain the way an edge does before it

@@ -26,6 +26,13 @@ func TestDemo(t *testing.T) {
 	assert.Regexp(t, `No TLS +plaintext +plaintext +refuse <unsupported-feature/>`, out.String())
 	assert.Contains(t, out.String(), "authorized by dialback; a forged key was refused")
 
+	assert.Regexp(t, `capulet.example +→ montague.example +CONNECTED +tls=TLS 1.3 +auth=sasl-external`, out.String())
+	assert.Regexp(t, `verona.example +→ montague.example +CONNECTED +tls=none +auth=dialback`, out.String())
+	assert.Contains(t, out.String(), "montague.example received from juliet@verona.example/balcony: <message type='chat'")
+	assert.Contains(t, out.String(), "impostor of verona.example refused")
+	assert.Contains(t, logs.String(), `msg="Connection state change"`)
+	assert.Contains(t, logs.String(), `Scheduling dialback timeout in 30 seconds`)
+
 	assert.Contains(t, logs.String(), `msg=resolved domain=edge.example puny=edge.example method=SRV dns-timings="(TOTAL:`)
 	assert.Contains(t, logs.String(), `type=\"valid\"></db:verify>`)
 	assert.Contains(t, logs.String(), `level=WARN msg="dialback key refused: possible spoofing"`)
