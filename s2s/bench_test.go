@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/xmppfed/xmppfed/s2s"
 	"github.com/xmppfed/xmppfed/tlsmode"
 )
 
@@ -17,8 +18,9 @@ func BenchmarkStreamThroughput(b *testing.B) {
 	for _, mode := range []tlsmode.Mode{tlsmode.NoTLS, tlsmode.Required} {
 		b.Run(mode.String(), func(b *testing.B) {
 			n := newTestNet(b)
-			a := n.server([]string{"a.test"}, withMode(mode))
-			r := n.server([]string{"b.test"}, withMode(mode))
+			quiet := func(e *s2s.Endpoint) { e.Logger = nil } // per-stanza debug logs would dominate
+			a := n.server([]string{"a.test"}, withMode(mode), quiet)
+			r := n.server([]string{"b.test"}, withMode(mode), quiet)
 			ctx := ctxT(b, time.Minute)
 			s, err := a.ep.Dial(ctx, "a.test", "b.test")
 			require.NoError(b, err)
