@@ -33,6 +33,9 @@ import (
 // The returned stream is authorized for (local, remote); Authorize adds
 // further pairs. Stanzas are sent with Send; Close ends the stream.
 func (e *Endpoint) Dial(ctx context.Context, local, remote string) (*Stream, error) {
+	if err := e.check("dial"); err != nil {
+		return nil, err
+	}
 	s, feat, err := e.connect(ctx, local, remote, false)
 	if err != nil {
 		return nil, err
@@ -46,7 +49,7 @@ func (e *Endpoint) Dial(ctx context.Context, local, remote string) (*Stream, err
 		return nil, s.fail("dialback", stream.UnsupportedFeature, "peer supports neither SASL EXTERNAL nor dialback", nil)
 	}
 	if err := s.Authorize(ctx, info.Local, info.Remote); err != nil {
-		s.Close()
+		s.closeAsync() // do not make the caller wait for a peer that may be gone
 		return nil, err
 	}
 	return s, nil
@@ -97,21 +100,34 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 			s := newStream(e, conn, Outbound)
 			s.info.VerifyOnly = verifyOnly
 			s.setIDs(local, remote, "")
-			s.log.Info("connected", slog.String("target", t.String()), slog.String("addr", addr), slog.Bool("direct_tls", t.DirectTLS))
+			s.lg().Info("connected", slog.String("target", t.String()), slog.String("addr", addr), slog.Bool("direct_tls", t.DirectTLS))
 			feat, err := s.negotiate(ctx, local, remote, t.DirectTLS, verifyOnly)
 			if err == nil {
 				return s, feat, nil
 			}
-			var tlsErr *tlsHandshakeError
-			if errors.As(err, &tlsErr) && t.DirectTLS {
-				// XEP-0368: a failed direct TLS target falls back to the next one.
-				errs = append(errs, err)
-				continue
+			if ctx.Err() != nil || !nextTargetAfter(err) {
+				return nil, features{}, err
 			}
-			return nil, features{}, err
+			// RFC 6120 §3.2.1 / XEP-0368: a target that fails before the
+			// stream is up (connection dropped, TLS handshake, timeout)
+			// does not stop us trying the next one.
+			e.logger().Info("target failed, trying the next one", slog.String(logkey.Local, local), slog.String(logkey.Remote, remote), slog.String("target", t.String()), slog.Any(logkey.Err, err))
+			errs = append(errs, err)
 		}
 	}
 	return nil, features{}, &Error{Op: op, Local: local, Remote: remote, Err: errors.Join(append([]error{ErrNoTarget}, errs...)...)}
+}
+
+// nextTargetAfter reports whether a negotiation failure is about the
+// target (try the next one) rather than about policy or the peer's verdict
+// (a stream error either way, a certificate refused): those would repeat on
+// every node of the remote domain.
+func nextTargetAfter(err error) bool {
+	var se *Error
+	if errors.As(err, &se) && se.Condition.Err != "" {
+		return false
+	}
+	return !errors.Is(err, ErrCertificate)
 }
 
 type tlsHandshakeError struct{ err error }
@@ -128,7 +144,7 @@ func (s *Stream) negotiate(ctx context.Context, local, remote string, direct, ve
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	raw := s.conn
+	raw := s.transport()
 	raw.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer func() {
@@ -174,7 +190,7 @@ func (s *Stream) negotiate(ctx context.Context, local, remote string, direct, ve
 			f.dialback = f.dialback || feat.dialback
 			feat = f
 		}
-		s.log.Debug("stream features", slog.String("features", feat.String()))
+		s.lg().Debug("stream features", slog.String("features", feat.String()))
 		s.mu.Lock()
 		s.dbErrors = feat.dbErrors
 		s.mu.Unlock()
@@ -212,7 +228,7 @@ func (s *Stream) negotiate(ctx context.Context, local, remote string, direct, ve
 					return feat, wrap(err)
 				}
 				if s.r.Buffered() != 0 {
-					return feat, s.fail("starttls", stream.NotAuthorized, "data after <proceed/> before TLS", nil)
+					return feat, s.fail("starttls", stream.PolicyViolation, "data after <proceed/> before TLS", nil)
 				}
 				if err := s.startClientTLS(local, remote, false); err != nil {
 					return feat, err
@@ -249,26 +265,26 @@ func (s *Stream) startClientTLS(local, remote string, direct bool) error {
 		s.end(err)
 		return &Error{Op: "starttls", Local: local, Remote: remote, Err: err}
 	}
-	tc := tls.Client(s.conn, cfg)
+	tc := tls.Client(s.transport(), cfg)
 	if err := tc.Handshake(); err != nil {
 		s.end(err)
 		return &Error{Op: "starttls", Local: local, Remote: remote, Err: &tlsHandshakeError{err}}
 	}
 	cs := tc.ConnectionState()
 	certErr := s.ep.verifyPeer(cs, remote)
-	s.conn = tc
-	s.w.Reset(tc)
-	s.resetReader()
+	s.wmu.Lock()
+	s.setTransport(tc)
+	s.wmu.Unlock()
 	s.setTLS(cs, certErr)
 	if certErr != nil {
 		if s.ep.requireValidCert(remote) {
-			s.log.Warn("peer certificate refused: valid certificates are required", slog.Any(logkey.Err, certErr))
+			s.lg().Warn("peer certificate refused: valid certificates are required", slog.Any(logkey.Err, certErr))
 			s.end(certErr)
 			return &Error{Op: "starttls", Local: local, Remote: remote, Err: errors.Join(ErrCertificate, certErr)}
 		}
-		s.log.Info("peer certificate not valid; identity will come from dialback", slog.Any(logkey.Err, certErr))
+		s.lg().Info("peer certificate not valid; identity will come from dialback", slog.Any(logkey.Err, certErr))
 	}
-	s.log.Info("TLS established", slog.String("tls", tls.VersionName(cs.Version)), slog.Bool("cert_valid", certErr == nil))
+	s.lg().Info("TLS established", slog.String("tls", tls.VersionName(cs.Version)), slog.Bool("cert_valid", certErr == nil))
 	return nil
 }
 
@@ -372,7 +388,7 @@ func (s *Stream) saslExternal(local string) (bool, error) {
 		s.resetReader() // the stream restarts
 		return true, nil
 	case "failure":
-		s.log.Info("SASL EXTERNAL refused by peer; falling back to dialback")
+		s.lg().Info("SASL EXTERNAL refused by peer; falling back to dialback")
 		return false, nil
 	}
 	return false, &wire.Error{Condition: stream.BadFormat, Reason: "unexpected SASL answer <" + start.Name.Local + "/>"}
@@ -435,13 +451,10 @@ func (s *Stream) Authorize(ctx context.Context, local, remote string) error {
 	if s.Authorized(local, remote) {
 		return nil
 	}
-	s.mu.Lock()
-	targetMux := remote != s.info.Remote && !s.dbErrors
-	s.mu.Unlock()
-	if targetMux {
-		// XEP-0220 §4: a new target domain on a stream only when the peer
-		// announced dialback errors.
-		return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: errors.New("peer does not support dialback errors, so the stream cannot carry another target domain")}
+	if remote != info.Remote {
+		if err := s.canMultiplexTarget(ctx, remote); err != nil {
+			return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: err}
+		}
 	}
 	c := make(chan answer, 1)
 	s.mu.Lock()
@@ -469,7 +482,7 @@ func (s *Stream) Authorize(ctx context.Context, local, remote string) error {
 		return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: err}
 	}
 	timeout := s.ep.dialbackTimeout()
-	s.log.Info(fmt.Sprintf("Scheduling dialback timeout in %d seconds", int(timeout.Round(time.Second)/time.Second)), slog.String(logkey.Local, local), slog.String(logkey.Remote, remote))
+	s.lg().Info(fmt.Sprintf("Scheduling dialback timeout in %d seconds", int(timeout.Round(time.Second)/time.Second)), slog.String(logkey.Local, local), slog.String(logkey.Remote, remote))
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
@@ -482,24 +495,65 @@ func (s *Stream) Authorize(ctx context.Context, local, remote string) error {
 			s.authorize(p, AuthDialback)
 			return nil
 		case dialback.TypeInvalid:
-			s.log.Warn("dialback key refused as invalid by peer", slog.String(logkey.Local, local), slog.String(logkey.Remote, remote))
+			s.lg().Warn("dialback key refused as invalid by peer", slog.String(logkey.Local, local), slog.String(logkey.Remote, remote))
 			return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: ErrDialbackInvalid}
 		default:
 			e := &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: ErrDialbackError}
 			if r, ok := a.el.(*dialback.Result); ok && r.Err != nil {
 				e.DialbackAnswer = *r.Err
 			}
-			s.log.Warn("dialback error from peer", slog.Any(logkey.Err, e))
+			s.lg().Warn("dialback error from peer", slog.Any(logkey.Err, e))
 			return e
 		}
 	case <-timer.C:
 		cleanup()
-		s.log.Warn("dialback timed out", slog.String(logkey.Local, local), slog.String(logkey.Remote, remote), slog.Duration("timeout", timeout))
+		s.lg().Warn("dialback timed out", slog.String(logkey.Local, local), slog.String(logkey.Remote, remote), slog.Duration("timeout", timeout))
 		return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: fmt.Errorf("%w: no dialback answer within %s", ErrTimeout, timeout)}
 	case <-ctx.Done():
 		cleanup()
 		return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: ctx.Err()}
 	}
+}
+
+// canMultiplexTarget decides whether a dialback request for another target
+// domain may go over this stream (XEP-0220 §4.2). The key is a credential
+// for that domain, so the peer must be that domain's server: its certificate
+// must be valid for it, or the domain must resolve to the very address this
+// stream is connected to. And the peer must have announced dialback errors.
+func (s *Stream) canMultiplexTarget(ctx context.Context, remote string) error {
+	s.mu.Lock()
+	dbErrors := s.dbErrors
+	s.mu.Unlock()
+	if !dbErrors {
+		return errors.New("peer does not support dialback errors, so the stream cannot carry another target domain")
+	}
+	if cs, ok := s.tlsState(); ok && s.ep.verifyPeer(cs, remote) == nil {
+		return nil
+	}
+	peer, err := netip.ParseAddrPort(s.transport().RemoteAddr().String())
+	if err != nil {
+		return err
+	}
+	res := s.ep.resolver()
+	targets, err := res.LookupServer(ctx, remote)
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		if t.Port != peer.Port() {
+			continue
+		}
+		addrs, err := res.LookupAddrs(ctx, t.Host)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if a == peer.Addr().Unmap() || netip.AddrFrom16(a.As16()) == netip.AddrFrom16(peer.Addr().As16()) {
+				return nil
+			}
+		}
+	}
+	return errors.New("the stream's peer is not a server of " + remote + " (no valid certificate for it, and its DNS does not point here)")
 }
 
 // readLoop reads an outbound stream after negotiation: dialback answers,
@@ -551,7 +605,7 @@ func (s *Stream) dispatchAnswer(el dialback.Element) {
 	switch el := el.(type) {
 	case *dialback.Result:
 		if el.Type == dialback.TypeRequest {
-			s.log.Info("ignoring dialback request on an outbound stream (bidi not negotiated)", slog.String("from", el.From))
+			s.lg().Info("ignoring dialback request on an outbound stream (bidi not negotiated)", slog.String("from", el.From))
 			return
 		}
 		p := Pair{Local: norm(el.To), Remote: norm(el.From)}
@@ -560,13 +614,13 @@ func (s *Stream) dispatchAnswer(el dialback.Element) {
 		delete(s.pending, p)
 		s.mu.Unlock()
 		if !ok {
-			s.log.Warn("ignoring unsolicited dialback result", slog.String("from", el.From), slog.String("to", el.To), slog.String("type", string(el.Type)))
+			s.lg().Warn("ignoring unsolicited dialback result", slog.String("from", el.From), slog.String("to", el.To), slog.String("type", string(el.Type)))
 			return
 		}
 		c <- answer{typ: el.Type, el: el}
 	case *dialback.Verify:
 		if el.Type == dialback.TypeRequest {
-			s.log.Info("ignoring dialback verify request on an outbound stream")
+			s.lg().Info("ignoring dialback verify request on an outbound stream")
 			return
 		}
 		k := verifyKey{from: norm(el.From), to: norm(el.To), id: el.ID}
@@ -575,7 +629,7 @@ func (s *Stream) dispatchAnswer(el dialback.Element) {
 		delete(s.verifies, k)
 		s.mu.Unlock()
 		if !ok {
-			s.log.Warn("ignoring unsolicited dialback verify answer", slog.String("from", el.From), slog.String("to", el.To), slog.String("id", el.ID))
+			s.lg().Warn("ignoring unsolicited dialback verify answer", slog.String("from", el.From), slog.String("to", el.To), slog.String("id", el.ID))
 			return
 		}
 		c <- answer{typ: el.Type, el: el}
@@ -590,14 +644,18 @@ func (s *Stream) Send(ctx context.Context, st *Stanza) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p := Pair{Local: st.From.Domainpart(), Remote: st.To.Domainpart()}
-	if s.Info().Direction != Outbound || !s.Authorized(p.Local, p.Remote) {
-		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrNotAuthorized}
-	}
-	select {
-	case <-s.done:
+	p := Pair{Local: norm(st.From.Domainpart()), Remote: norm(st.To.Domainpart())}
+	s.mu.Lock()
+	dir, closing := s.info.Direction, s.closing
+	_, ok := s.valid[p]
+	s.mu.Unlock()
+	switch {
+	case dir != Outbound:
+		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrWrongDirection}
+	case closing:
 		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrStreamClosed}
-	default:
+	case !ok:
+		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrNotAuthorized}
 	}
 	if err := s.write(st.XML); err != nil {
 		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: err}
@@ -616,7 +674,7 @@ func (e *Endpoint) verifyDialbackKey(ctx context.Context, receiving, originating
 	}
 	go s.readLoop()
 	defer func() {
-		s.log.Info("closing stream used for dialback only")
+		s.lg().Info("closing stream used for dialback only")
 		s.closeAsync()
 	}()
 	k := verifyKey{from: originating, to: receiving, id: id}

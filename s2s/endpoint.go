@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -84,6 +85,23 @@ type Endpoint struct {
 	// OnStateChange, if set, is called on every state change of every stream,
 	// synchronously from the goroutine that caused it: keep it fast.
 	OnStateChange func(StateChange)
+}
+
+// check refuses to run with a configuration that would fail later, inside a
+// goroutine, where it could not be reported.
+func (e *Endpoint) check(op string) error {
+	switch {
+	case len(e.Domains) == 0:
+		return &Error{Op: op, Err: fmt.Errorf("%w: no Domains", ErrConfig)}
+	case e.Keys == nil:
+		return &Error{Op: op, Err: fmt.Errorf("%w: no dialback Keys (secret)", ErrConfig)}
+	}
+	for _, d := range e.Domains {
+		if _, err := srv.NormalizeDomain(d); err != nil {
+			return &Error{Op: op, Err: fmt.Errorf("%w: domain %q: %v", ErrConfig, d, err)}
+		}
+	}
+	return nil
 }
 
 func (e *Endpoint) logger() *slog.Logger {

@@ -28,6 +28,13 @@ var (
 	// authorized.
 	ErrNotAuthorized = errors.New("domain pair not authorized on this stream")
 
+	// ErrWrongDirection: stanzas are sent on outbound streams only (bidi,
+	// XEP-0288, is not negotiated).
+	ErrWrongDirection = errors.New("stanzas are sent on outbound streams only")
+
+	// ErrConfig: the Endpoint lacks a setting it needs.
+	ErrConfig = errors.New("endpoint configuration incomplete")
+
 	// ErrPeerStreamError: the peer closed the stream with a stream error.
 	ErrPeerStreamError = errors.New("peer sent a stream error")
 

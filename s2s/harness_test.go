@@ -17,6 +17,7 @@ import (
 	"github.com/xmppfed/xmppfed/dialback"
 	"github.com/xmppfed/xmppfed/internal/testpki"
 	"github.com/xmppfed/xmppfed/s2s"
+	"github.com/xmppfed/xmppfed/srv"
 	"github.com/xmppfed/xmppfed/srv/srvtest"
 	"github.com/xmppfed/xmppfed/tlsmode"
 )
@@ -58,6 +59,16 @@ func newTestNet(t testing.TB) *testNet {
 	return n
 }
 
+// resolver asks the test DNS, patiently (-race slows everything) and never
+// falling back to A records: a missing SRV record is a test bug.
+func (n *testNet) resolver() *srv.Resolver {
+	r := n.dns.Resolver()
+	r.Timeout = 5 * time.Second
+	r.Attempts = 3
+	r.StrictSRV = true
+	return r
+}
+
 func (n *testNet) logger(name string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
 }
@@ -94,7 +105,7 @@ func (n *testNet) endpoint(domains []string, opts ...nodeOpt) *s2s.Endpoint {
 		Security: tlsmode.Required,
 		TLS:      &tls.Config{Certificates: []tls.Certificate{n.ca.Leaf(n.t, domains...)}},
 		Roots:    n.ca.Pool(),
-		Resolver: n.dns.Resolver(),
+		Resolver: n.resolver(),
 		Logger:   n.logger(domains[0]),
 	}
 	for _, o := range opts {

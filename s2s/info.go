@@ -69,6 +69,12 @@ type Pair struct {
 	Local, Remote string
 }
 
+// PairAuth is an authorized pair and how it was authenticated.
+type PairAuth struct {
+	Pair
+	Auth AuthMethod
+}
+
 // Info describes a stream at one moment.
 type Info struct {
 	ID         string // stream ID (the receiving side's, after the last restart)
@@ -77,7 +83,7 @@ type Info struct {
 	Remote     string // the peer's domain in the stream header
 	State      State
 	Auth       AuthMethod // how the header's domain pair was authenticated
-	Pairs      []Pair     // every authorized pair (several with multiplexing)
+	Pairs      []PairAuth // every authorized pair (several with multiplexing), sorted
 	TLS        bool
 	TLSVersion uint16 // tls.VersionTLS13 etc., when TLS
 	// CertError is why the peer's certificate was not accepted (nil when it

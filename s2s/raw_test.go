@@ -131,31 +131,27 @@ func TestInboundStreamErrors(t *testing.T) {
 		send []string
 		want string
 	}{
-		{name: "unknown host", send: []string{strings.Replace(rawHeader, "to='b.test'", "to='nothere.test'", 1)}, want: "host-unknown"},
-		{name: "wrong stream namespace", send: []string{"<stream:stream xmlns='jabber:server' xmlns:stream='urn:wrong' to='b.test' version='1.0'>"}, want: "invalid-namespace"},
-		{name: "wrong content namespace", send: []string{strings.Replace(rawHeader, "xmlns='jabber:server'", "xmlns='jabber:client'", 1)}, want: "invalid-namespace"},
+		{name: "unknown host", mode: tlsmode.NoTLS, send: []string{strings.Replace(rawHeader, "to='b.test'", "to='nothere.test'", 1)}, want: "host-unknown"},
+		{name: "wrong stream namespace", mode: tlsmode.NoTLS, send: []string{"<stream:stream xmlns='jabber:server' xmlns:stream='urn:wrong' to='b.test' version='1.0'>"}, want: "invalid-namespace"},
+		{name: "wrong content namespace", mode: tlsmode.NoTLS, send: []string{strings.Replace(rawHeader, "xmlns='jabber:server'", "xmlns='jabber:client'", 1)}, want: "invalid-namespace"},
 		{name: "no version with TLS required", mode: tlsmode.Required, send: []string{strings.Replace(rawHeader, " version='1.0'", "", 1)}, want: "unsupported-version"},
-		{name: "malformed version", send: []string{strings.Replace(rawHeader, "version='1.0'", "version='one'", 1)}, want: "unsupported-version"},
-		{name: "invalid from", send: []string{strings.Replace(rawHeader, "from='a.test'", "from='not a domain'", 1)}, want: "invalid-from"},
-		{name: "not well-formed", send: []string{rawHeader, "<<>"}, want: "not-well-formed"},
-		{name: "comment", send: []string{rawHeader, "<!-- hi -->"}, want: "restricted-xml"},
-		{name: "processing instruction", send: []string{rawHeader, "<?foo bar?>"}, want: "restricted-xml"},
-		{name: "entity", send: []string{rawHeader, "<db:result from='a.test' to='b.test'>&xxe;</db:result>"}, want: "restricted-xml"},
-		{name: "stanza before auth", send: []string{rawHeader, "<message from='juliet@a.test' to='romeo@b.test'><body>hi</body></message>"}, want: "not-authorized"},
-		{name: "stanza while dialback pending", send: []string{rawHeader, "<db:result from='a.test' to='b.test'>0123</db:result><message from='juliet@a.test' to='romeo@b.test'><body>hi</body></message>"}, want: "not-authorized"},
-		{name: "unknown element", send: []string{rawHeader, "<foo xmlns='urn:example'/>"}, want: "unsupported-stanza-type"},
-		{name: "malformed dialback", send: []string{rawHeader, "<db:result from='a.test'>key</db:result>"}, want: "improper-addressing"},
-		{name: "oversized element", send: []string{rawHeader, "<db:result from='a.test' to='b.test'>" + strings.Repeat("x", 70000) + "</db:result>"}, want: "policy-violation"},
-		{name: "text at top level", send: []string{rawHeader, "hello<foo/>"}, want: "bad-format"},
+		{name: "malformed version", mode: tlsmode.NoTLS, send: []string{strings.Replace(rawHeader, "version='1.0'", "version='one'", 1)}, want: "unsupported-version"},
+		{name: "invalid from", mode: tlsmode.NoTLS, send: []string{strings.Replace(rawHeader, "from='a.test'", "from='not a domain'", 1)}, want: "invalid-from"},
+		{name: "not well-formed", mode: tlsmode.NoTLS, send: []string{rawHeader, "<<>"}, want: "not-well-formed"},
+		{name: "comment", mode: tlsmode.NoTLS, send: []string{rawHeader, "<!-- hi -->"}, want: "restricted-xml"},
+		{name: "processing instruction", mode: tlsmode.NoTLS, send: []string{rawHeader, "<?foo bar?>"}, want: "restricted-xml"},
+		{name: "entity", mode: tlsmode.NoTLS, send: []string{rawHeader, "<db:result from='a.test' to='b.test'>&xxe;</db:result>"}, want: "restricted-xml"},
+		{name: "stanza before auth", mode: tlsmode.NoTLS, send: []string{rawHeader, "<message from='juliet@a.test' to='romeo@b.test'><body>hi</body></message>"}, want: "not-authorized"},
+		{name: "stanza while dialback pending", mode: tlsmode.NoTLS, send: []string{rawHeader, "<db:result from='a.test' to='b.test'>0123</db:result><message from='juliet@a.test' to='romeo@b.test'><body>hi</body></message>"}, want: "not-authorized"},
+		{name: "unknown element", mode: tlsmode.NoTLS, send: []string{rawHeader, "<foo xmlns='urn:example'/>"}, want: "unsupported-stanza-type"},
+		{name: "malformed dialback", mode: tlsmode.NoTLS, send: []string{rawHeader, "<db:result from='a.test'>key</db:result>"}, want: "improper-addressing"},
+		{name: "oversized element", mode: tlsmode.NoTLS, send: []string{rawHeader, "<db:result from='a.test' to='b.test'>" + strings.Repeat("x", 70000) + "</db:result>"}, want: "policy-violation"},
+		{name: "text at top level", mode: tlsmode.NoTLS, send: []string{rawHeader, "hello<foo/>"}, want: "bad-format"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newTestNet(t)
-			mode := tc.mode
-			if mode == 0 && tc.name != "no version with TLS required" {
-				mode = tlsmode.NoTLS
-			}
-			ep := n.endpoint([]string{"b.test"}, withMode(mode))
+			ep := n.endpoint([]string{"b.test"}, withMode(tc.mode))
 			ep.MaxStanzaSize = 64 << 10
 			b := n.listen(ep, false)
 			p := dialRaw(t, b)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,10 @@ import (
 // conn and returns nil when the peer closed the stream cleanly, or the
 // *Error that ended it.
 func (e *Endpoint) ServeConn(ctx context.Context, conn net.Conn, h Handler) error {
+	if err := e.check("serve"); err != nil {
+		conn.Close()
+		return err
+	}
 	s := newStream(e, conn, Inbound)
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -48,8 +53,9 @@ func (e *Endpoint) ServeConn(ctx context.Context, conn net.Conn, h Handler) erro
 		s.fail("serve", stream.SystemShutdown, "", context.Cause(ctx))
 	})
 	defer stop()
-	conn.SetReadDeadline(time.Now().Add(e.negotiationTimeout()))
-	in := &inbound{Stream: s, ctx: ctx, h: h, wg: &wg, pendingVerify: make(map[Pair]bool)}
+	in := &inbound{Stream: s, ctx: ctx, h: h, wg: &wg, pendingVerify: make(map[Pair]bool),
+		deadline: time.Now().Add(e.negotiationTimeout())}
+	conn.SetReadDeadline(in.deadline)
 	err := in.run()
 	<-s.done
 	if s.doneErr != nil {
@@ -61,12 +67,19 @@ func (e *Endpoint) ServeConn(ctx context.Context, conn net.Conn, h Handler) erro
 	return err
 }
 
+// Bounds on what one inbound stream may ask of us.
+const (
+	maxPendingVerify = 8 // concurrent dialback verifications per stream
+	maxSASLFailures  = 3 // RFC 6120 §6.4.5 lets a server limit retries
+)
+
 // inbound holds the state of one inbound stream's read loop.
 type inbound struct {
 	*Stream
 	ctx           context.Context
 	h             Handler
 	wg            *sync.WaitGroup
+	deadline      time.Time // end of the unauthenticated lifetime
 	headerSent    bool
 	peerFrom      string // header 'from' (normalised), may be empty
 	pendingVerify map[Pair]bool
@@ -88,7 +101,7 @@ func (in *inbound) run() error {
 func (in *inbound) failHeader(cond stream.Error, text string, cause error) error {
 	if !in.headerSent {
 		in.headerSent = true
-		in.writeString(header(in.ep.defaultDomain(), in.peerFrom, newStreamID(), true))
+		in.writeString(header(in.ep.defaultDomain(), in.peerFrom, newStreamID(), in.v1))
 	}
 	return in.fail("serve", cond, text, cause)
 }
@@ -96,6 +109,9 @@ func (in *inbound) failHeader(cond stream.Error, text string, cause error) error
 // stream handles one stream header and the elements after it. It returns
 // restart=true when the stream restarts (after TLS or SASL).
 func (in *inbound) stream() (restart bool, err error) {
+	in.headerSent = false
+	in.peerFrom = ""
+	in.v1 = true
 	h, err := in.r.Header()
 	if err != nil {
 		var we *wire.Error
@@ -105,9 +121,13 @@ func (in *inbound) stream() (restart bool, err error) {
 		return false, in.readFailure("serve", err)
 	}
 	e := in.ep
-	in.headerSent = false
-	from := wire.Attr(h, "", "from")
-	if from != "" {
+	v := wire.Attr(h, "", "version")
+	major := 0
+	if v != "" {
+		major = versionMajor(v)
+	}
+	in.v1 = major >= 1
+	if from := wire.Attr(h, "", "from"); from != "" {
 		f, ferr := srv.NormalizeDomain(from)
 		if ferr != nil {
 			return false, in.failHeader(stream.InvalidFrom, "stream header from is not a domain", ferr)
@@ -117,14 +137,9 @@ func (in *inbound) stream() (restart bool, err error) {
 	if ns := wire.Attr(h, "", "xmlns"); ns != NSServer {
 		return false, in.failHeader(stream.InvalidNamespace, "content namespace is not jabber:server", nil)
 	}
-	v := wire.Attr(h, "", "version")
-	major := 0
-	if v != "" {
-		if major = versionMajor(v); major < 0 {
-			return false, in.failHeader(stream.UnsupportedVersion, "malformed version "+v, nil)
-		}
+	if major < 0 {
+		return false, in.failHeader(stream.UnsupportedVersion, "malformed version "+v, nil)
 	}
-	in.v1 = major >= 1
 	to := wire.Attr(h, "", "to")
 	if !e.Serves(to) {
 		return false, in.failHeader(stream.HostUnknown, "this server does not serve "+to, nil)
@@ -137,9 +152,16 @@ func (in *inbound) stream() (restart bool, err error) {
 	if err := in.writeString(header(to, in.peerFrom, id, in.v1)); err != nil {
 		return false, in.readFailure("serve", err)
 	}
-	in.log.Info("inbound stream opened", slog.Bool("tls", isTLS), slog.String("version", v))
+	in.lg().Info("inbound stream opened", slog.Bool("tls", isTLS), slog.String("version", v))
 	if !in.v1 && e.Security == tlsmode.Required && !isTLS {
 		return false, in.fail("serve", stream.UnsupportedVersion, "TLS is required and a stream without version 1.0 cannot negotiate it", nil)
+	}
+	var certErr error = errNoClaim
+	if isTLS {
+		if in.peerFrom != "" {
+			certErr = e.verifyPeer(cs, in.peerFrom)
+		}
+		in.setTLS(cs, certErr)
 	}
 	if in.v1 {
 		var f strings.Builder
@@ -151,13 +173,11 @@ func (in *inbound) stream() (restart bool, err error) {
 				f.WriteString("<starttls xmlns='" + nsTLS + "'/>")
 			}
 		}
-		if isTLS && in.peerFrom != "" && in.Info().Auth != AuthExternal {
-			certErr := e.verifyPeer(cs, in.peerFrom)
-			in.setTLS(cs, certErr)
+		if isTLS && in.Info().Auth != AuthExternal {
 			if certErr == nil {
 				f.WriteString("<mechanisms xmlns='" + NSSASL + "'><mechanism>EXTERNAL</mechanism></mechanisms>")
 			} else {
-				in.log.Info("peer certificate not valid; SASL EXTERNAL not offered", slog.Any(logkey.Err, certErr))
+				in.lg().Info("peer certificate not valid; SASL EXTERNAL not offered", slog.Any(logkey.Err, certErr))
 			}
 		}
 		f.WriteString("<dialback xmlns='" + dialback.NSFeature + "'><errors/></dialback></stream:features>")
@@ -165,16 +185,19 @@ func (in *inbound) stream() (restart bool, err error) {
 			return false, in.readFailure("serve", err)
 		}
 	}
+	saslFailures := 0
 	for {
 		start, err := in.r.Next()
 		if err != nil {
 			return false, in.readFailure("serve", err)
 		}
 		switch {
-		case start.Name.Space == NSServer && isStanzaName(start.Name.Local):
+		case isStanzaName(start.Name.Local) && start.Name.Space == NSServer:
 			if err := in.stanza(start); err != nil {
 				return false, err
 			}
+		case isStanzaName(start.Name.Local) && start.Name.Space != wire.NSStream:
+			return false, in.fail("serve", stream.InvalidNamespace, "stanza in namespace "+strconv.Quote(start.Name.Space)+" on a jabber:server stream", nil)
 		case start.Name.Space == dialback.NS:
 			el, err := dialback.Decode(in.r.Decoder(), start)
 			if err != nil {
@@ -185,7 +208,13 @@ func (in *inbound) stream() (restart bool, err error) {
 		case start.Name.Space == nsTLS && start.Name.Local == "starttls":
 			return in.starttls()
 		case start.Name.Space == NSSASL && start.Name.Local == "auth":
-			return in.sasl(start)
+			restart, err := in.sasl(start)
+			if err != nil || restart {
+				return restart, err
+			}
+			if saslFailures++; saslFailures >= maxSASLFailures {
+				return false, in.fail("sasl", stream.PolicyViolation, "too many failed SASL attempts", nil)
+			}
 		case isStreamError(start):
 			return false, in.peerStreamError("serve", start)
 		default:
@@ -193,6 +222,10 @@ func (in *inbound) stream() (restart bool, err error) {
 		}
 	}
 }
+
+// errNoClaim: the peer's stream header names no domain, so its certificate
+// proves nothing.
+var errNoClaim = errors.New("the stream header has no from domain to check the certificate against")
 
 // starttls answers <starttls/> and, when allowed, upgrades the transport.
 func (in *inbound) starttls() (bool, error) {
@@ -203,16 +236,24 @@ func (in *inbound) starttls() (bool, error) {
 	if _, isTLS := in.tlsState(); isTLS {
 		return false, in.fail("starttls", stream.PolicyViolation, "TLS is already established", nil)
 	}
+	in.mu.Lock()
+	started := len(in.valid) + len(in.pendingVerify)
+	in.mu.Unlock()
+	if started > 0 {
+		// RFC 6120 §5.3.1: TLS comes before authentication. Refusing here
+		// means no verdict reached before TLS can leak into the TLS stream.
+		return false, in.fail("starttls", stream.PolicyViolation, "STARTTLS after dialback has started", nil)
+	}
 	local := in.Info().Local
 	if e.Security == tlsmode.NoTLS || !e.hasCertificate(local) {
-		in.log.Info("refusing STARTTLS", slog.String(logkey.Security, e.Security.String()), slog.Bool("certificate", e.hasCertificate(local)))
+		in.lg().Info("refusing STARTTLS", slog.String(logkey.Security, e.Security.String()), slog.Bool("certificate", e.hasCertificate(local)))
+		in.mu.Lock()
+		in.closing = true
+		in.mu.Unlock()
 		in.wmu.Lock()
 		tlsmode.WriteFailure(in.w)
 		in.w.Flush()
 		in.wmu.Unlock()
-		in.mu.Lock()
-		in.closing = true
-		in.mu.Unlock()
 		in.end(&Error{Op: "starttls", Local: local, Remote: in.peerFrom, Err: errors.New("STARTTLS refused: security mode is No TLS or no certificate is configured")})
 		return false, in.doneErr
 	}
@@ -220,36 +261,33 @@ func (in *inbound) starttls() (bool, error) {
 		return false, in.fail("starttls", stream.PolicyViolation, "data after <starttls/> before <proceed/>", nil)
 	}
 	// Hold the write lock across <proceed/>, the handshake and the swap so
-	// that a dialback answer from a verification goroutine cannot land in
-	// the middle of the TLS handshake.
+	// that nothing else is written in the middle of the TLS handshake.
 	in.wmu.Lock()
 	if err := in.writeLocked([]byte("<proceed xmlns='" + nsTLS + "'/>")); err != nil {
 		in.wmu.Unlock()
 		return false, in.readFailure("starttls", err)
 	}
-	tc := tls.Server(in.conn, tlsmode.ServerConfig(e.TLS))
+	raw := in.transport()
+	raw.SetDeadline(in.deadline) // a silent peer cannot hold the handshake open
+	tc := tls.Server(raw, tlsmode.ServerConfig(e.TLS))
 	if err := tc.HandshakeContext(in.ctx); err != nil {
 		in.wmu.Unlock()
-		in.log.Info("TLS handshake failed", slog.Any(logkey.Err, err))
+		in.lg().Info("TLS handshake failed", slog.Any(logkey.Err, err))
 		in.end(&Error{Op: "starttls", Local: local, Remote: in.peerFrom, Err: err})
 		return false, in.doneErr
 	}
-	in.conn = tc
-	in.w.Reset(tc)
+	raw.SetWriteDeadline(time.Time{})
+	in.setTransport(tc)
 	in.wmu.Unlock()
-	in.resetReader()
 	cs := tc.ConnectionState()
 	in.setTLS(cs, nil)
-	// Everything learnt before TLS is forgotten (RFC 6120 §5.4.3.3).
-	in.mu.Lock()
-	clear(in.valid)
-	in.mu.Unlock()
-	in.log.Info("TLS established", slog.String("tls", tls.VersionName(cs.Version)))
+	in.lg().Info("TLS established", slog.String("tls", tls.VersionName(cs.Version)))
 	return true, nil
 }
 
 // sasl handles <auth/>: only EXTERNAL, over TLS, with a certificate valid
-// for the domain in the stream header (XEP-0178).
+// for the domain in the stream header (XEP-0178). A refusal writes
+// <failure/> and returns (false, nil): the peer may retry or use dialback.
 func (in *inbound) sasl(start xml.StartElement) (bool, error) {
 	var auth struct {
 		Mechanism string `xml:"mechanism,attr"`
@@ -259,36 +297,35 @@ func (in *inbound) sasl(start xml.StartElement) (bool, error) {
 		return false, in.readFailure("sasl", err)
 	}
 	failure := func(cond, why string) (bool, error) {
-		in.log.Info("SASL EXTERNAL refused", slog.String("reason", why))
-		return false, in.writeString("<failure xmlns='" + NSSASL + "'><" + cond + "/></failure>")
+		in.lg().Info("SASL EXTERNAL refused", slog.String("reason", why))
+		if err := in.writeString("<failure xmlns='" + NSSASL + "'><" + cond + "/></failure>"); err != nil {
+			return false, in.readFailure("sasl", err)
+		}
+		return false, nil
 	}
 	cs, isTLS := in.tlsState()
 	if auth.Mechanism != "EXTERNAL" || !isTLS {
-		if _, err := failure("invalid-mechanism", "mechanism "+auth.Mechanism+" not offered"); err != nil {
-			return false, in.readFailure("sasl", err)
-		}
-		return in.continueAfterSASLFailure()
+		return failure("invalid-mechanism", "mechanism "+strconv.Quote(auth.Mechanism)+" not offered")
+	}
+	if in.Info().Auth == AuthExternal {
+		return failure("invalid-mechanism", "already authenticated")
 	}
 	authzid := in.peerFrom
 	if data := strings.TrimSpace(auth.Data); data != "" && data != "=" {
 		raw, err := base64.StdEncoding.DecodeString(data)
 		if err != nil {
-			failure("incorrect-encoding", "authzid is not base64")
-			return in.continueAfterSASLFailure()
+			return failure("incorrect-encoding", "authzid is not base64")
 		}
 		authzid = norm(string(raw))
 	}
 	switch {
 	case in.peerFrom == "":
-		failure("not-authorized", "stream header has no from")
-		return in.continueAfterSASLFailure()
+		return failure("not-authorized", "stream header has no from")
 	case authzid != in.peerFrom:
-		failure("invalid-authzid", "authzid "+authzid+" is not the stream's from "+in.peerFrom)
-		return in.continueAfterSASLFailure()
+		return failure("invalid-authzid", "authzid "+authzid+" is not the stream's from "+in.peerFrom)
 	}
 	if err := in.ep.verifyPeer(cs, in.peerFrom); err != nil {
-		failure("not-authorized", err.Error())
-		return in.continueAfterSASLFailure()
+		return failure("not-authorized", err.Error())
 	}
 	if err := in.writeString("<success xmlns='" + NSSASL + "'/>"); err != nil {
 		return false, in.readFailure("sasl", err)
@@ -296,36 +333,6 @@ func (in *inbound) sasl(start xml.StartElement) (bool, error) {
 	in.authorize(Pair{Local: in.Info().Local, Remote: in.peerFrom}, AuthExternal)
 	in.resetReader()
 	return true, nil
-}
-
-// continueAfterSASLFailure keeps reading the same stream: the peer may fall
-// back to dialback.
-func (in *inbound) continueAfterSASLFailure() (bool, error) {
-	for {
-		start, err := in.r.Next()
-		if err != nil {
-			return false, in.readFailure("serve", err)
-		}
-		switch {
-		case start.Name.Space == NSServer && isStanzaName(start.Name.Local):
-			if err := in.stanza(start); err != nil {
-				return false, err
-			}
-		case start.Name.Space == dialback.NS:
-			el, err := dialback.Decode(in.r.Decoder(), start)
-			if err != nil {
-				in.failMalformed(err)
-				return false, in.doneErr
-			}
-			in.dialback(el)
-		case start.Name.Space == NSSASL && start.Name.Local == "auth":
-			return in.sasl(start)
-		case isStreamError(start):
-			return false, in.peerStreamError("serve", start)
-		default:
-			return false, in.fail("serve", stream.UnsupportedStanzaType, "unexpected <"+start.Name.Local+"/>", nil)
-		}
-	}
 }
 
 // stanza delivers one stanza or refuses the stream (RFC 6120 §8.1, the
@@ -364,13 +371,13 @@ func (in *inbound) dialback(el dialback.Element) {
 	switch el := el.(type) {
 	case *dialback.Result:
 		if el.Type != dialback.TypeRequest {
-			in.log.Warn("ignoring unsolicited typed dialback result on an inbound stream", slog.String("from", el.From), slog.String("type", string(el.Type)))
+			in.lg().Warn("ignoring unsolicited typed dialback result on an inbound stream", slog.String("from", el.From), slog.String("type", string(el.Type)))
 			return
 		}
 		in.result(el)
 	case *dialback.Verify:
 		if el.Type != dialback.TypeRequest {
-			in.log.Warn("ignoring unsolicited typed dialback verify on an inbound stream", slog.String("from", el.From), slog.String("type", string(el.Type)))
+			in.lg().Warn("ignoring unsolicited typed dialback verify on an inbound stream", slog.String("from", el.From), slog.String("type", string(el.Type)))
 			return
 		}
 		in.authoritative(el)
@@ -380,7 +387,7 @@ func (in *inbound) dialback(el dialback.Element) {
 func (in *inbound) answerResult(req *dialback.Result, t dialback.Type, serr *stanza.Error) {
 	a := req.Answer(t, serr)
 	in.writeElement(a)
-	in.log.Info("dialback answer", slog.String(logkey.Local, a.From), slog.String(logkey.Remote, a.To), slog.String("type", string(t)))
+	in.lg().Info("dialback answer", slog.String(logkey.Local, a.From), slog.String(logkey.Remote, a.To), slog.String("type", string(t)))
 }
 
 func (in *inbound) writeElement(v xml.Marshaler) {
@@ -422,12 +429,18 @@ func (in *inbound) result(req *dialback.Result) {
 	}
 	in.mu.Lock()
 	dup := in.pendingVerify[p]
-	if !dup {
+	full := len(in.pendingVerify) >= maxPendingVerify
+	if !dup && !full {
 		in.pendingVerify[p] = true
 	}
 	id := in.info.ID
 	in.mu.Unlock()
 	if dup {
+		return
+	}
+	if full {
+		// XEP-0220: the peer should try again later or on a new stream.
+		in.answerResult(req, dialback.TypeError, dbError(stanza.Wait, stanza.ResourceConstraint))
 		return
 	}
 	if isTLS {
@@ -438,12 +451,12 @@ func (in *inbound) result(req *dialback.Result) {
 			return
 		}
 		if e.requireValidCert(sender) {
-			in.log.Warn("dialback refused: valid certificate required", slog.String(logkey.Remote, sender), slog.Any(logkey.Err, certErr))
+			in.lg().Warn("dialback refused: valid certificate required", slog.String(logkey.Remote, sender), slog.Any(logkey.Err, certErr))
 			in.finishVerify(p, req, dialback.TypeError, dbError(stanza.Auth, stanza.NotAuthorized), nil)
 			return
 		}
 	}
-	in.log.Info("verifying dialback key with the authoritative server", slog.String(logkey.Local, target), slog.String(logkey.Remote, sender))
+	in.lg().Info("verifying dialback key with the authoritative server", slog.String(logkey.Local, target), slog.String(logkey.Remote, sender))
 	in.wg.Add(1)
 	go func() {
 		defer in.wg.Done()
@@ -456,10 +469,11 @@ func (in *inbound) result(req *dialback.Result) {
 // the originating server.
 func (in *inbound) finishVerify(p Pair, req *dialback.Result, t dialback.Type, authErr *stanza.Error, err error) {
 	in.mu.Lock()
+	pending := in.pendingVerify[p]
 	delete(in.pendingVerify, p)
 	closed := in.info.State == Closed
 	in.mu.Unlock()
-	if closed {
+	if closed || !pending {
 		return
 	}
 	switch {
@@ -469,13 +483,13 @@ func (in *inbound) finishVerify(p Pair, req *dialback.Result, t dialback.Type, a
 		if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrStreamClosed) {
 			cond, typ = stanza.RemoteServerTimeout, stanza.Wait
 		}
-		in.log.Warn("dialback verification failed", slog.String(logkey.Remote, p.Remote), slog.Any(logkey.Err, err))
+		in.lg().Warn("dialback verification failed", slog.String(logkey.Remote, p.Remote), slog.Any(logkey.Err, err))
 		in.answerResult(req, dialback.TypeError, dbError(typ, cond))
 	case t == dialback.TypeValid:
 		in.authorize(p, AuthDialback)
 		in.answerResult(req, dialback.TypeValid, nil)
 	case t == dialback.TypeInvalid:
-		in.log.Warn("dialback key INVALID: wrong dialback secret or spoofed domain", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote))
+		in.lg().Warn("dialback key INVALID: wrong dialback secret or spoofed domain", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote))
 		in.mu.Lock()
 		others := len(in.valid)
 		in.mu.Unlock()
@@ -483,7 +497,7 @@ func (in *inbound) finishVerify(p Pair, req *dialback.Result, t dialback.Type, a
 			in.answerResult(req, dialback.TypeError, dbError(stanza.Auth, stanza.Forbidden))
 			return
 		}
-		in.log.Info("dialback answer", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("type", string(dialback.TypeInvalid)))
+		in.lg().Info("dialback answer", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("type", string(dialback.TypeInvalid)))
 		in.failAfter("dialback", marshal(req.Answer(dialback.TypeInvalid, nil)), stream.NotAuthorized, "dialback key invalid", ErrDialbackInvalid)
 	default:
 		if authErr != nil && authErr.Condition == stanza.NotAuthorized {
@@ -506,9 +520,9 @@ func (in *inbound) authoritative(req *dialback.Verify) {
 	case e.Keys.Verify(req.Key, receiving, originating, req.ID):
 		a = req.Answer(dialback.TypeValid, nil)
 	default:
-		in.log.Warn("db:verify for a key we did not make: answering invalid", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("id", req.ID))
+		in.lg().Warn("db:verify for a key we did not make: answering invalid", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("id", req.ID))
 		a = req.Answer(dialback.TypeInvalid, nil)
 	}
 	in.writeElement(a)
-	in.log.Info("authoritative dialback answer", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("type", string(a.Type)))
+	in.lg().Info("authoritative dialback answer", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("type", string(a.Type)))
 }

@@ -2,6 +2,7 @@ package s2s
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -12,8 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/stream"
@@ -43,9 +46,13 @@ const (
 // Endpoint.ServeConn and reported through OnStateChange.
 type Stream struct {
 	ep  *Endpoint
-	log *slog.Logger
+	log atomic.Pointer[slog.Logger] // replaced when the stream's ids change
 
-	conn net.Conn // the current transport (a *tls.Conn after STARTTLS)
+	// conn is the current transport (a *tls.Conn after STARTTLS). Only the
+	// goroutine that reads the stream replaces it, holding cmu; other
+	// goroutines read it through transport().
+	cmu  sync.Mutex
+	conn net.Conn
 	r    *wire.Reader
 
 	wmu  sync.Mutex
@@ -58,7 +65,8 @@ type Stream struct {
 	pending  map[Pair]chan answer      // outbound db:result awaiting the answer
 	verifies map[verifyKey]chan answer // db:verify awaiting the answer
 	closing  bool
-	dbErrors bool // the peer listed dialback errors: target multiplexing allowed
+	cause    error // why we are failing the stream, set before the stream error is written
+	dbErrors bool  // the peer listed dialback errors: target multiplexing allowed
 
 	done    chan struct{} // closed when the stream is gone
 	doneErr error
@@ -84,9 +92,29 @@ func newStream(ep *Endpoint, conn net.Conn, dir Direction) *Stream {
 		done:     make(chan struct{}),
 	}
 	s.info = Info{Direction: dir, State: Pending, Since: time.Now(), RemoteAddr: conn.RemoteAddr().String()}
-	s.log = ep.logger().With(slog.String("direction", dir.String()), slog.String("peer_addr", s.info.RemoteAddr))
+	s.log.Store(ep.logger().With(slog.String("direction", dir.String()), slog.String("peer_addr", s.info.RemoteAddr)))
 	s.resetReader()
 	return s
+}
+
+// lg returns the stream's logger, with its current domains and id.
+func (s *Stream) lg() *slog.Logger { return s.log.Load() }
+
+// transport returns the current connection.
+func (s *Stream) transport() net.Conn {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	return s.conn
+}
+
+// setTransport replaces the connection (after a TLS handshake). Callers hold
+// wmu so that no write is in flight on the old writer.
+func (s *Stream) setTransport(c net.Conn) {
+	s.cmu.Lock()
+	s.conn = c
+	s.cmu.Unlock()
+	s.w.Reset(c)
+	s.resetReader()
 }
 
 func (s *Stream) resetReader() {
@@ -98,10 +126,16 @@ func (s *Stream) Info() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := s.info
-	i.Pairs = make([]Pair, 0, len(s.valid))
-	for p := range s.valid {
-		i.Pairs = append(i.Pairs, p)
+	i.Pairs = make([]PairAuth, 0, len(s.valid))
+	for p, m := range s.valid {
+		i.Pairs = append(i.Pairs, PairAuth{Pair: p, Auth: m})
 	}
+	slices.SortFunc(i.Pairs, func(a, b PairAuth) int {
+		if c := strings.Compare(a.Local, b.Local); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Remote, b.Remote)
+	})
 	return i
 }
 
@@ -130,11 +164,12 @@ func (s *Stream) Authorized(local, remote string) bool {
 func (s *Stream) setIDs(local, remote, id string) {
 	s.mu.Lock()
 	s.info.Local, s.info.Remote, s.info.ID = local, remote, id
+	dir := s.info.Direction
 	s.mu.Unlock()
-	s.log = s.ep.logger().With(
-		slog.String("direction", s.info.Direction.String()),
+	s.log.Store(s.ep.logger().With(
+		slog.String("direction", dir.String()),
 		slog.String(logkey.Local, local), slog.String(logkey.Remote, remote),
-		slog.String(logkey.StreamID, id))
+		slog.String(logkey.StreamID, id)))
 }
 
 // authorize marks a pair valid and moves the stream to CONNECTED.
@@ -152,11 +187,9 @@ func (s *Stream) authorize(p Pair, m AuthMethod) {
 	s.mu.Unlock()
 	if dir == Inbound {
 		// Authenticated: the unauthenticated-lifetime bound no longer applies.
-		s.wmu.Lock()
-		s.conn.SetReadDeadline(time.Time{})
-		s.wmu.Unlock()
+		s.transport().SetReadDeadline(time.Time{})
 	}
-	s.log.Info("domain pair authorized", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("auth", m.String()))
+	s.lg().Info("domain pair authorized", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("auth", m.String()))
 	if from == Pending {
 		s.stateChange(Pending, Connected, nil)
 	}
@@ -167,7 +200,7 @@ func (s *Stream) stateChange(from, to State, err error) {
 	if err != nil {
 		attrs = append(attrs, slog.Any(logkey.Err, err))
 	}
-	s.log.Info("Connection state change", attrs...)
+	s.lg().Info("Connection state change", attrs...)
 	if s.ep.OnStateChange != nil {
 		s.ep.OnStateChange(StateChange{Info: s.Info(), From: from, To: to, Err: err})
 	}
@@ -178,6 +211,9 @@ func (s *Stream) stateChange(from, to State, err error) {
 func (s *Stream) end(err error) {
 	s.endOnce.Do(func() {
 		s.mu.Lock()
+		if s.cause != nil {
+			err = s.cause // the reason we failed the stream, not what the peer did next
+		}
 		from := s.info.State
 		s.info.State = Closed
 		pend := s.pending
@@ -185,7 +221,7 @@ func (s *Stream) end(err error) {
 		s.pending = map[Pair]chan answer{}
 		s.verifies = map[verifyKey]chan answer{}
 		s.mu.Unlock()
-		s.conn.Close()
+		s.transport().Close()
 		s.doneErr = err
 		close(s.done)
 		for _, c := range pend {
@@ -210,10 +246,10 @@ func (s *Stream) writeLocked(b []byte) error {
 	if s.wErr != nil {
 		return s.wErr
 	}
-	if s.log.Enabled(nil, slog.LevelDebug) {
-		s.log.Debug("sending: " + string(b))
+	if lg := s.lg(); lg.Enabled(context.Background(), slog.LevelDebug) {
+		lg.Debug("sending: " + string(b))
 	}
-	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	s.transport().SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := s.w.Write(b); err != nil {
 		s.wErr = err
 		return err
@@ -284,13 +320,27 @@ func (s *Stream) failAfter(op string, last []byte, cond stream.Error, text strin
 	if text != "" && cause == nil {
 		e.Err = errors.New(text)
 	}
-	s.log.Warn("closing stream with stream error", slog.String("condition", cond.Err), slog.String("text", text), slog.Any(logkey.Err, cause))
+	s.lg().Warn("closing stream with stream error", slog.String("condition", cond.Err), slog.String("text", text), slog.Any(logkey.Err, cause))
 	s.mu.Lock()
 	s.closing = true
+	if s.cause == nil {
+		s.cause = e
+	} else {
+		e = nil // already failing for another reason; report that one
+	}
 	s.mu.Unlock()
+	if e == nil {
+		return s.doneErrAfterEnd()
+	}
 	s.write(append(last, streamErrorXML(cond, text)...))
 	s.end(e)
 	return e
+}
+
+// doneErrAfterEnd waits for the stream to end and returns why.
+func (s *Stream) doneErrAfterEnd() error {
+	<-s.done
+	return s.doneErr
 }
 
 // readFailure turns a read error into the stream's end: a protocol
@@ -323,7 +373,7 @@ func (s *Stream) peerStreamError(op string, start xml.StartElement) error {
 	}
 	info := s.Info()
 	e := &Error{Op: op, Local: info.Local, Remote: info.Remote, StreamID: info.ID, Condition: se, Err: ErrPeerStreamError}
-	s.log.Warn("peer sent stream error", slog.String("condition", se.Err), slog.Any(logkey.Err, e))
+	s.lg().Warn("peer sent stream error", slog.String("condition", se.Err), slog.Any(logkey.Err, e))
 	s.end(e)
 	return e
 }
@@ -368,7 +418,7 @@ func (s *Stream) closeAsync() {
 
 // isTLS reports whether the transport is TLS and its state.
 func (s *Stream) tlsState() (tls.ConnectionState, bool) {
-	if tc, ok := s.conn.(*tls.Conn); ok {
+	if tc, ok := s.transport().(*tls.Conn); ok {
 		return tc.ConnectionState(), true
 	}
 	return tls.ConnectionState{}, false

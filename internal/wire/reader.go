@@ -169,6 +169,12 @@ func (r *Reader) token() (xml.Token, error) {
 		if len(t.Attr) > r.lim.MaxAttrs {
 			return nil, violation(stream.PolicyViolation, fmt.Sprintf("more than %d attributes", r.lim.MaxAttrs), nil)
 		}
+		if dup := duplicateAttr(t.Attr); dup != "" {
+			// encoding/xml lets repeated attributes through; a stanza with
+			// two 'from' or 'to' values would mean different things to
+			// different parsers.
+			return nil, violation(stream.NotWellFormed, "attribute "+dup+" repeated", nil)
+		}
 	}
 	return t, nil
 }
@@ -393,6 +399,20 @@ func HasAttr(t xml.StartElement, space, local string) bool {
 		}
 	}
 	return false
+}
+
+// duplicateAttr returns the name of an attribute that appears twice (after
+// namespace resolution), or "". Elements carry few attributes, and at most
+// MaxAttrs, so the quadratic scan is cheaper than a map.
+func duplicateAttr(attrs []xml.Attr) string {
+	for i := 1; i < len(attrs); i++ {
+		for j := 0; j < i; j++ {
+			if attrs[i].Name == attrs[j].Name {
+				return attrs[i].Name.Local
+			}
+		}
+	}
+	return ""
 }
 
 func isSpace(b []byte) bool {

@@ -60,6 +60,9 @@ func TestReader(t *testing.T) {
 		{name: "too large", in: hdr + "<a>" + strings.Repeat("x", 5000) + "</a>", lim: Limits{MaxElement: 1000}, cond: stream.PolicyViolation},
 		{name: "too deep", in: hdr + strings.Repeat("<a>", 20) + strings.Repeat("</a>", 20), lim: Limits{MaxDepth: 10}, cond: stream.PolicyViolation},
 		{name: "too many attributes", in: hdr + "<a" + strings.Repeat(" x=''", 3) + "/>", lim: Limits{MaxAttrs: 2}, cond: stream.PolicyViolation},
+		{name: "repeated attribute", in: hdr + "<message from='a@b' to='c@d' from='e@f'/>", cond: stream.NotWellFormed},
+		{name: "repeated attribute in payload", in: hdr + "<message><x xmlns='urn:x' a='1' a='2'/></message>", cond: stream.NotWellFormed},
+		{name: "same local name, other namespaces", in: hdr + "<a xmlns:p='urn:p' p:x='1' x='2'/></stream:stream>", want: []string{"<a xmlns:a0='urn:p' a0:x='1' x='2'></a>"}},
 		{name: "text at top level", in: hdr + "text<a/>", cond: stream.BadFormat},
 		{name: "large but within limit", in: hdr + "<a>" + strings.Repeat("x", 900) + "</a></stream:stream>", lim: Limits{MaxElement: 1000}, want: []string{"<a>" + strings.Repeat("x", 900) + "</a>"}},
 	}
