@@ -74,3 +74,48 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// TestProsodySASLExternal: with certificates from a CA both sides trust and
+// s2s_secure_auth on Prosody, both directions authenticate with SASL
+// EXTERNAL (XEP-0178) instead of dialback.
+func TestProsodySASLExternal(t *testing.T) {
+	prosodytest.Require(t)
+	n := newTestNet(t)
+	g := n.server([]string{"g.example"})
+	ns, err := netip.ParseAddrPort(n.dns.Addr())
+	require.NoError(t, err)
+	certPEM, keyPEM := prosodytest.EncodePEM(t, n.ca.Leaf(t, "p.example"))
+	p := prosodytest.Start(t, prosodytest.Config{
+		Hosts:             []prosodytest.Host{{Domain: "p.example", CertPEM: certPEM, KeyPEM: keyPEM}},
+		C2SPort:           prosodytest.Disabled,
+		Nameserver:        ns,
+		RequireEncryption: true,
+		SecureAuth:        true,
+		CAFile:            prosodytest.WriteCAFile(t, n.ca.Certificate()),
+	})
+	require.NoError(t, n.dns.Zone().Add(
+		"_xmpp-server._tcp.p.example. 300 IN SRV 0 0 "+strconv.Itoa(int(p.S2SAddr().Port()))+" xmpp.p.example.",
+		"xmpp.p.example. 300 IN A "+p.Addr().String()))
+
+	ctx := ctxT(t, 30*time.Second)
+	s, err := g.ep.Dial(ctx, "g.example", "p.example")
+	require.NoError(t, err, "Prosody log:\n%s", tail(p.Log()))
+	defer s.Close()
+	info := s.Info()
+	assert.Equal(t, s2s.AuthExternal, info.Auth)
+	assert.True(t, info.TLS)
+	assert.NoError(t, info.CertError)
+
+	ping, err := s2s.ParseStanza([]byte("<iq type='get' id='ping-2' from='g.example' to='p.example'><ping xmlns='urn:xmpp:ping'/></iq>"))
+	require.NoError(t, err)
+	require.NoError(t, s.Send(ctx, ping))
+	select {
+	case st := <-g.got:
+		assert.Equal(t, "ping-2", st.ID)
+		assert.Equal(t, "result", st.Type)
+	case <-ctx.Done():
+		t.Fatalf("no pong from Prosody; Prosody log:\n%s", tail(p.Log()))
+	}
+	in := g.inboundConnected(t)
+	assert.Equal(t, s2s.AuthExternal, in.Auth, "Prosody authenticated to us with SASL EXTERNAL")
+}
