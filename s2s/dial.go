@@ -40,16 +40,25 @@ func (e *Endpoint) Dial(ctx context.Context, local, remote string) (*Stream, err
 	if err != nil {
 		return nil, err
 	}
-	go s.readLoop()
+	s.startReadLoop()
 	info := s.Info()
 	if s.Authorized(info.Local, info.Remote) { // SASL EXTERNAL
 		return s, nil
 	}
+	abandon := func() {
+		// Do not make the caller wait for a peer that may be gone, but do
+		// not leave the read loop behind either.
+		s.closeAsync()
+		s.end(nil)
+		<-s.readDone
+	}
 	if !feat.dialback {
-		return nil, s.fail("dialback", stream.UnsupportedFeature, "peer supports neither SASL EXTERNAL nor dialback", nil)
+		err := s.fail("dialback", stream.UnsupportedFeature, "peer supports neither SASL EXTERNAL nor dialback", nil)
+		<-s.readDone
+		return nil, err
 	}
 	if err := s.Authorize(ctx, info.Local, info.Remote); err != nil {
-		s.closeAsync() // do not make the caller wait for a peer that may be gone
+		abandon()
 		return nil, err
 	}
 	return s, nil
@@ -556,6 +565,15 @@ func (s *Stream) canMultiplexTarget(ctx context.Context, remote string) error {
 	return errors.New("the stream's peer is not a server of " + remote + " (no valid certificate for it, and its DNS does not point here)")
 }
 
+// startReadLoop starts readLoop; readDone is closed when it returns.
+func (s *Stream) startReadLoop() {
+	s.readDone = make(chan struct{})
+	go func() {
+		defer close(s.readDone)
+		s.readLoop()
+	}()
+}
+
 // readLoop reads an outbound stream after negotiation: dialback answers,
 // stream errors and the peer's close.
 func (s *Stream) readLoop() {
@@ -665,18 +683,25 @@ func (s *Stream) Send(ctx context.Context, st *Stanza) error {
 
 // verifyKey asks the authoritative server of originating, over a new
 // verify-only stream, whether key is valid for (receiving, originating, id).
-func (e *Endpoint) verifyDialbackKey(ctx context.Context, receiving, originating, id, key string) (dialback.Type, *stanza.Error, error) {
+//
+// The caller closes the returned verify-only stream (nil if none was set
+// up) once it has used the answer: XEP-0220 §2.1.2 has the verifying side
+// close it, and closing after answering the originating server keeps the
+// closing handshake off its critical path.
+func (e *Endpoint) verifyDialbackKey(ctx context.Context, receiving, originating, id, key string) (dialback.Type, *stanza.Error, *Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.verifyTimeout())
 	defer cancel()
 	s, _, err := e.connect(ctx, receiving, originating, true)
 	if err != nil {
-		return dialback.TypeError, nil, err
+		return dialback.TypeError, nil, nil, err
 	}
-	go s.readLoop()
-	defer func() {
-		s.lg().Info("closing stream used for dialback only")
-		s.closeAsync()
-	}()
+	s.startReadLoop()
+	t, serr, err := s.verify(ctx, receiving, originating, id, key)
+	return t, serr, s, err
+}
+
+// verify sends one db:verify and waits for its answer.
+func (s *Stream) verify(ctx context.Context, receiving, originating, id, key string) (dialback.Type, *stanza.Error, error) {
 	k := verifyKey{from: originating, to: receiving, id: id}
 	c := make(chan answer, 1)
 	s.mu.Lock()

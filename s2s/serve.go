@@ -460,8 +460,12 @@ func (in *inbound) result(req *dialback.Result) {
 	in.wg.Add(1)
 	go func() {
 		defer in.wg.Done()
-		t, serr, err := e.verifyDialbackKey(in.ctx, target, sender, id, req.Key)
+		t, serr, vs, err := e.verifyDialbackKey(in.ctx, target, sender, id, req.Key)
 		in.finishVerify(p, req, t, serr, err)
+		if vs != nil {
+			vs.lg().Info("closing stream used for dialback only")
+			vs.Close()
+		}
 	}()
 }
 

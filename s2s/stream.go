@@ -68,9 +68,10 @@ type Stream struct {
 	cause    error // why we are failing the stream, set before the stream error is written
 	dbErrors bool  // the peer listed dialback errors: target multiplexing allowed
 
-	done    chan struct{} // closed when the stream is gone
-	doneErr error
-	endOnce sync.Once
+	readDone chan struct{} // closed when the read loop of an outbound stream returns
+	done     chan struct{} // closed when the stream is gone
+	doneErr  error
+	endOnce  sync.Once
 }
 
 type verifyKey struct{ from, to, id string }
@@ -396,6 +397,9 @@ func (s *Stream) closeReply() {
 func (s *Stream) Close() error {
 	s.closeAsync()
 	<-s.done
+	if s.readDone != nil {
+		<-s.readDone
+	}
 	return nil
 }
 
