@@ -3,6 +3,7 @@ package prosodytest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -165,6 +166,11 @@ func (s *Server) writeFiles(tb testing.TB) error {
 		}
 		crt := filepath.Join(l.certs, h.Domain+".crt")
 		key := filepath.Join(l.certs, h.Domain+".key")
+		// Prosody reports an unusable certificate only in its log, and at a
+		// moment that races with its listeners coming up: check it here.
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			return fmt.Errorf("%w: host %s: certificate %s or key %s unusable: %v", ErrInvalidConfig, h.Domain, crt, key, err)
+		}
 		if err := os.WriteFile(crt, certPEM, 0o640); err != nil {
 			return err
 		}
