@@ -1,0 +1,648 @@
+package xcp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/xmppfed/xmppfed/internal/logkey"
+)
+
+// Handler handles the stanzas that arrive on a Link.
+//
+// HandleStanza runs on the link's reading goroutine: while it runs, nothing
+// more is read from the router, which is how a slow consumer slows its
+// senders down. It may also be called from other goroutines to deliver
+// bounces (error replies to stanzas this side sent), so it must be safe for
+// concurrent use. ctx is cancelled when the Link closes; HandleStanza must
+// return by then.
+type Handler interface {
+	HandleStanza(ctx context.Context, st Stanza)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, st Stanza)
+
+// HandleStanza calls f(ctx, st).
+func (f HandlerFunc) HandleStanza(ctx context.Context, st Stanza) { f(ctx, st) }
+
+// State is the state of a Link.
+type State int32
+
+// Link states. A Link is DISCONNECTED until its first stream is up.
+const (
+	StateDisconnected State = iota // no stream; stanzas queue
+	StateConnecting                // dialling, TLS or handshake in progress
+	StateConnected                 // handshake done; stanzas flow
+	StateClosed                    // Close was called
+)
+
+func (s State) String() string {
+	switch s {
+	case StateDisconnected:
+		return "DISCONNECTED"
+	case StateConnecting:
+		return "CONNECTING"
+	case StateConnected:
+		return "CONNECTED"
+	case StateClosed:
+		return "CLOSED"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// Link is the component side of a router link: an XEP-0114 component
+// (such as the S2S component of an edge) attached to a Router.
+//
+// Either end may open the TCP connection. With Start, the Link dials the
+// router at Addr and speaks jabber:component:accept; with Serve, the Link
+// waits for the router to dial it (jabber:component:connect), which is the
+// Expressway shape: the core inside the firewall dials the edge in the DMZ.
+// Either way the Link re-establishes the stream when it is lost (dialling
+// again with jittered exponential back-off, or waiting for the router to),
+// keeps what is sent meanwhile in a bounded queue and delivers it, in
+// order, once the stream is back. A stanza that waited longer than
+// MaxQueueWait, or did not fit in the queue while the router was away, is
+// bounced: its sender gets an error reply through the Handler.
+//
+// Configure the exported fields before calling Start, Serve or Send, and do
+// not change them afterwards. Close releases everything.
+type Link struct {
+	// Name is the component name, the domain the router knows this
+	// component by, e.g. "s2s-1.edge-1.example.com". Required.
+	Name string
+
+	// Secret is the shared handshake secret. Required; use at least 128
+	// random bits: the handshake hash and the public stream ID allow an
+	// offline guess of weak secrets.
+	Secret string
+
+	// Addr is the router's "host:port", for Start.
+	Addr string
+
+	// TLSConfig secures the connection with TLS from the first byte. When
+	// dialling, it needs the client certificate and RootCAs (ServerName
+	// defaults to Addr's host); when serving, the certificate and
+	// ClientCAs: the router's certificate is required and verified unless
+	// ClientAuth says otherwise. Without TLSConfig, Plaintext must be set.
+	TLSConfig *tls.Config
+
+	// Plaintext allows a link without TLS. Only on a trusted network: the
+	// link carries every federated stanza.
+	Plaintext bool
+
+	// Handler receives the stanzas the router sends. If nil, they are
+	// answered with <service-unavailable/>.
+	Handler Handler
+
+	// QueueSize bounds the stanzas waiting to be written (default
+	// DefaultQueueSize). While connected, Send waits for room; while not,
+	// a stanza that does not fit is bounced.
+	QueueSize int
+
+	// MaxQueueWait is how long a stanza may wait in the queue before it is
+	// bounced with <remote-server-timeout/> (default DefaultMaxQueueWait;
+	// negative: forever).
+	MaxQueueWait time.Duration
+
+	// HandshakeTimeout bounds dialling, TLS and the XEP-0114 handshake
+	// (default DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+
+	// KeepAlive is the idle time after which a single space is sent
+	// (default DefaultKeepAlive; negative: never).
+	KeepAlive time.Duration
+
+	// IdleTimeout is how long the router may stay silent, and a write may
+	// block, before the link is declared dead (default DefaultIdleTimeout;
+	// negative: never).
+	IdleTimeout time.Duration
+
+	// MinBackoff and MaxBackoff bound the delay between dial attempts
+	// (defaults DefaultMinBackoff, DefaultMaxBackoff). After the router
+	// refuses the secret, the Link waits MaxBackoff: retrying sooner would
+	// only fill the router's log.
+	MinBackoff, MaxBackoff time.Duration
+
+	// MaxStanzaSize and MaxDepth bound what is accepted from the router
+	// (defaults DefaultMaxStanzaSize, DefaultMaxDepth); a stanza over the
+	// limit ends the stream with <policy-violation/>.
+	MaxStanzaSize, MaxDepth int
+
+	// DialContext opens connections (default: net.Dialer).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Logger receives state changes and errors (default: none).
+	Logger *slog.Logger
+
+	// OnStateChange, if set, is called after every state change, with the
+	// error that caused it, if any. It must not block.
+	OnStateChange func(State, error)
+
+	initOnce  sync.Once
+	initErr   error
+	o         *options
+	name      string
+	log       *slog.Logger
+	serverTLS *tls.Config
+	maxWait   time.Duration
+	q         *queue
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	connected atomic.Bool
+
+	mu        sync.Mutex
+	state     State
+	lastErr   error
+	changed   chan struct{}
+	cur       *session
+	dialing   bool
+	closed    bool
+	listeners map[net.Listener]struct{}
+}
+
+func (l *Link) init() error {
+	l.initOnce.Do(func() {
+		l.initErr = l.setup()
+	})
+	return l.initErr
+}
+
+func (l *Link) setup() error {
+	name, ok := normDomain(l.Name)
+	if !ok {
+		return fmt.Errorf("xcp: Link.Name %q is not a component name (a domain, such as s2s-1.edge-1.example.com)", l.Name)
+	}
+	if l.Secret == "" {
+		return fmt.Errorf("xcp: Link %q has no Secret: the router link needs the shared secret configured on the router", name)
+	}
+	o, err := optionFields{
+		TLSConfig: l.TLSConfig, Plaintext: l.Plaintext,
+		HandshakeTimeout: l.HandshakeTimeout, KeepAlive: l.KeepAlive, IdleTimeout: l.IdleTimeout,
+		MaxStanzaSize: l.MaxStanzaSize, MaxDepth: l.MaxDepth,
+		Logger: l.Logger, DialContext: l.DialContext,
+		MinBackoff: l.MinBackoff, MaxBackoff: l.MaxBackoff, QueueSize: l.QueueSize,
+	}.options()
+	if err != nil {
+		return err
+	}
+	l.o, l.name = o, name
+	l.log = o.log.With(logkey.Component, name)
+	if o.tls != nil {
+		l.serverTLS = serverTLS(o.tls)
+	}
+	l.maxWait = orDefault(l.MaxQueueWait, DefaultMaxQueueWait)
+	l.q = newQueue(o.queueSize)
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.changed = make(chan struct{})
+	if len(l.Secret) < 16 {
+		l.log.Warn("router link secret is short: use at least 16 random bytes")
+	}
+	if l.maxWait > 0 {
+		l.wg.Add(1)
+		go l.expireLoop()
+	}
+	return nil
+}
+
+// Start validates the configuration and starts dialling the router at
+// Addr in the background (jabber:component:accept). It returns at once;
+// Ready waits for the stream.
+func (l *Link) Start() error {
+	if err := l.init(); err != nil {
+		return err
+	}
+	if l.Addr == "" {
+		return errors.New("xcp: Link.Start needs Addr, the router's host:port (or use Serve to let the router dial)")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	if l.dialing {
+		return errors.New("xcp: Link already started")
+	}
+	l.dialing = true
+	l.wg.Add(1)
+	go l.dialLoop()
+	return nil
+}
+
+// Serve accepts the router's connections on ln (jabber:component:connect:
+// the router dials, sends the handshake, and this side checks it). One
+// stream is up at a time; a second is refused with <conflict/>. Serve
+// returns ErrClosed after Close, or the listener's error.
+func (l *Link) Serve(ln net.Listener) error {
+	if err := l.init(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	if l.listeners == nil {
+		l.listeners = make(map[net.Listener]struct{})
+	}
+	l.listeners[ln] = struct{}{}
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.listeners, ln)
+		l.mu.Unlock()
+	}()
+	l.log.Info("waiting for the router to connect", logkey.PeerAddr, ln.Addr().String())
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if l.ctx.Err() != nil {
+				return ErrClosed
+			}
+			return err
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.accept(nc)
+		}()
+	}
+}
+
+func (l *Link) accept(nc net.Conn) {
+	stop := context.AfterFunc(l.ctx, func() { _ = nc.Close() })
+	addr := nc.RemoteAddr().String()
+	nc2, err := secureServer(l.ctx, nc, l.serverTLS, l.o.handshakeTimeout)
+	if err != nil {
+		stop()
+		_ = nc.Close()
+		l.log.Warn("router link refused", logkey.PeerAddr, addr, logkey.Err, &LinkError{Component: l.name, Addr: addr, Op: "tls", Err: err})
+		return
+	}
+	c := newConn(nc2, l.o, NSConnect)
+	var (
+		s        *session
+		attached bool
+	)
+	err = c.respond(func(name string) (string, error) {
+		if name != l.name {
+			return "", violation(stream.HostUnknown, "this is component %q, not %q", l.name, name)
+		}
+		l.mu.Lock()
+		busy := l.cur != nil
+		l.mu.Unlock()
+		if busy {
+			return "", violation(stream.Conflict, "component %q already has a router link", l.name)
+		}
+		return l.Secret, nil
+	}, func() error {
+		s = l.newSession(c)
+		if err := l.attach(s); err != nil {
+			return err
+		}
+		attached = true
+		return nil
+	})
+	if !stop() {
+		err = ErrClosed
+	}
+	if err != nil {
+		_ = nc2.Close()
+		if attached {
+			l.detach(s, err)
+		}
+		if err != ErrClosed {
+			l.log.Warn("router link refused", logkey.PeerAddr, addr, logkey.Err, &LinkError{Component: l.name, Addr: addr, Op: "handshake", Err: err})
+		}
+		return
+	}
+	_ = l.serve(s)
+}
+
+func (l *Link) dialLoop() {
+	defer l.wg.Done()
+	bo := backoff{min: l.o.minBackoff, max: l.o.maxBackoff}
+	for l.ctx.Err() == nil {
+		l.setState(StateConnecting, nil)
+		s, err := l.dial()
+		if err != nil {
+			if l.ctx.Err() != nil {
+				return
+			}
+			wait := bo.next()
+			if permanent(err) {
+				wait = max(wait, l.o.maxBackoff)
+				l.log.Error("router refused the link", logkey.Err, err, logkey.Wait, wait)
+			} else {
+				l.log.Warn("router link failed", logkey.Err, err, logkey.Wait, wait)
+			}
+			l.setState(StateDisconnected, err)
+			if !sleep(l.ctx.Done(), wait) {
+				return
+			}
+			continue
+		}
+		if err := l.attach(s); err != nil { // closing, or the router also dialled us (Serve)
+			_ = s.fail(err)
+			_ = s.nc.Close()
+			if !sleep(l.ctx.Done(), bo.next()) {
+				return
+			}
+			continue
+		}
+		up := time.Now()
+		_ = l.serve(s)
+		if l.ctx.Err() != nil {
+			return
+		}
+		if time.Since(up) > l.o.maxBackoff {
+			bo.reset()
+		}
+		if !sleep(l.ctx.Done(), bo.next()) {
+			return
+		}
+	}
+}
+
+func (l *Link) dial() (*session, error) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.o.handshakeTimeout)
+	defer cancel()
+	nc, err := l.o.dial(ctx, "tcp", l.Addr)
+	if err != nil {
+		return nil, &LinkError{Component: l.name, Addr: l.Addr, Op: "dial", Err: err}
+	}
+	nc2, err := secureClient(ctx, nc, l.o.tls, l.Addr, l.o.handshakeTimeout)
+	if err != nil {
+		_ = nc.Close()
+		return nil, &LinkError{Component: l.name, Addr: l.Addr, Op: "tls", Err: err}
+	}
+	stop := context.AfterFunc(l.ctx, func() { _ = nc2.Close() })
+	defer stop()
+	c := newConn(nc2, l.o, NSAccept)
+	if err := c.initiate(l.name, l.Secret); err != nil {
+		_ = nc2.Close()
+		return nil, &LinkError{Component: l.name, Addr: l.Addr, Op: "handshake", Err: err}
+	}
+	return l.newSession(c), nil
+}
+
+func (l *Link) newSession(c *conn) *session {
+	return newSession(c, l.q,
+		func(st Stanza) error {
+			l.deliver(st)
+			return nil
+		},
+		func(items []item) {
+			l.bounce(items, stanza.RemoteServerTimeout, "router link: not delivered in time")
+		})
+}
+
+// attach makes s the Link's stream, or says why not.
+func (l *Link) attach(s *session) error {
+	l.mu.Lock()
+	switch {
+	case l.closed:
+		l.mu.Unlock()
+		return violation(stream.SystemShutdown, "component %q is shutting down", l.name)
+	case l.cur != nil:
+		l.mu.Unlock()
+		return violation(stream.Conflict, "component %q already has a router link", l.name)
+	}
+	l.cur = s
+	l.mu.Unlock()
+	l.setState(StateConnected, nil)
+	return nil
+}
+
+func (l *Link) detach(s *session, err error) {
+	l.mu.Lock()
+	if l.cur != s {
+		l.mu.Unlock()
+		return
+	}
+	l.cur = nil
+	l.mu.Unlock()
+	l.setState(StateDisconnected, err)
+}
+
+// serve runs an attached stream until it ends.
+func (l *Link) serve(s *session) error {
+	l.log.Info("router link up", logkey.PeerAddr, s.addr, logkey.StreamID, s.id, logkey.Queued, l.q.len())
+	err := s.run()
+	if err != nil {
+		err = &LinkError{Component: l.name, Addr: s.addr, Op: "stream", Err: err}
+		l.log.Warn("router link down", logkey.PeerAddr, s.addr, logkey.StreamID, s.id, logkey.Err, err, logkey.Queued, l.q.len())
+	} else {
+		l.log.Info("router link closed", logkey.PeerAddr, s.addr, logkey.StreamID, s.id)
+	}
+	l.detach(s, err)
+	return err
+}
+
+func (l *Link) setState(st State, err error) {
+	l.mu.Lock()
+	old := l.state
+	if old == StateClosed {
+		l.mu.Unlock()
+		return
+	}
+	l.state = st
+	if err != nil || st == StateConnected {
+		l.lastErr = err // the last failure stays known while redialling
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.connected.Store(st == StateConnected)
+	l.mu.Unlock()
+	if st != StateConnected {
+		// Senders waiting for room must not wait for a writer that is gone.
+		l.q.kick()
+	}
+	if old != st {
+		l.log.Debug("router link state", logkey.State, old.String()+"->"+st.String())
+	}
+	if l.OnStateChange != nil {
+		l.OnStateChange(st, err)
+	}
+}
+
+// State returns the current state.
+func (l *Link) State() State {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state
+}
+
+// Ready waits until the stream is up. It returns at once with the error if
+// the last attempt failed in a way retrying will not fix (the router
+// refused the secret, does not know the component name, or a certificate
+// was refused; the Link keeps retrying meanwhile); otherwise it waits until
+// ctx is done and returns ctx's error, with the last failure.
+func (l *Link) Ready(ctx context.Context) error {
+	if err := l.init(); err != nil {
+		return err
+	}
+	for {
+		l.mu.Lock()
+		st, err, ch := l.state, l.lastErr, l.changed
+		l.mu.Unlock()
+		switch {
+		case st == StateConnected:
+			return nil
+		case st == StateClosed:
+			return ErrClosed
+		case permanent(err):
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// Send queues st for the router. st must have to and from addresses.
+//
+// While the link is up and the queue is full, Send waits for room (this
+// is the back-pressure that keeps memory bounded) until ctx is done. While
+// the link is down, st waits in the queue for the next stream, at most
+// MaxQueueWait; if the queue is full, st is bounced at once (its sender
+// gets <resource-constraint/> through the Handler) and Send returns
+// ErrQueueFull, for the caller's information.
+func (l *Link) Send(ctx context.Context, st Stanza) error {
+	if st.IsZero() {
+		return fmt.Errorf("%w: empty", ErrInvalidStanza)
+	}
+	if st.to == "" || st.from == "" {
+		return fmt.Errorf("%w: <%s/> needs both to and from on a router link", ErrInvalidStanza, st.Name())
+	}
+	if err := l.init(); err != nil {
+		return err
+	}
+	it := item{st: st}
+	if l.maxWait > 0 {
+		it.expires = time.Now().Add(l.maxWait)
+	}
+	err := l.q.push(ctx, it, l.connected.Load, l.ctx.Done())
+	switch {
+	case err == nil:
+		return nil
+	case err == errFull:
+		l.bounce([]item{it}, stanza.ResourceConstraint, "router link down and its queue is full")
+		return fmt.Errorf("%w (component %q, %d stanzas queued)", ErrQueueFull, l.name, l.o.queueSize)
+	case err == errAbort, err == errClosed:
+		return ErrClosed
+	}
+	return err
+}
+
+// deliver hands a stanza from the router to the Handler.
+func (l *Link) deliver(st Stanza) {
+	if l.Handler != nil {
+		l.Handler.HandleStanza(l.ctx, st)
+		return
+	}
+	if reply, ok := bounce(st, stanza.ServiceUnavailable, ""); ok {
+		if err := l.q.tryPush(item{st: reply}); err != nil {
+			l.log.Warn("no handler: stanza dropped", logkey.Err, err)
+		}
+	}
+}
+
+// bounce answers stanzas that will not be sent, through the Handler.
+func (l *Link) bounce(items []item, cond stanza.Condition, text string) {
+	dropped := 0
+	for _, it := range items {
+		reply, ok := bounce(it.st, cond, text)
+		if !ok || l.Handler == nil {
+			dropped++
+			continue
+		}
+		l.Handler.HandleStanza(l.ctx, reply)
+	}
+	l.log.Warn("stanzas bounced", logkey.Condition, string(cond), logkey.Count, len(items)-dropped)
+	if dropped > 0 {
+		l.log.Warn("undeliverable stanzas that cannot be answered (errors, IQ results) dropped", logkey.Condition, string(cond), logkey.Count, dropped)
+	}
+}
+
+func (l *Link) expireLoop() {
+	defer l.wg.Done()
+	t := time.NewTicker(min(time.Second, max(l.maxWait/4, time.Millisecond)))
+	defer t.Stop()
+	var buf []item
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case now := <-t.C:
+			buf = l.q.expire(now, buf[:0])
+			if len(buf) > 0 {
+				l.bounce(buf, stanza.RemoteServerTimeout, "router link down: not delivered in time")
+				clear(buf)
+			}
+		}
+	}
+}
+
+// Shutdown waits until every queued stanza has been written while the
+// link is up, then closes it as Close does. If ctx ends first, Shutdown
+// closes anyway (bouncing what is left) and returns ctx's error.
+func (l *Link) Shutdown(ctx context.Context) error {
+	if l.init() == nil {
+		err := l.q.waitEmpty(ctx)
+		if cerr := l.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	return l.Close()
+}
+
+// Close closes the stream (sending </stream:stream> and waiting briefly for
+// the router's), stops dialling and listening, and bounces the stanzas
+// still queued with <service-unavailable/>. It waits for the Link's
+// goroutines, including running Handler calls.
+func (l *Link) Close() error {
+	l.initOnce.Do(func() { l.initErr = ErrClosed }) // never started: nothing to stop
+	l.mu.Lock()
+	if l.closed || l.initErr != nil {
+		l.closed = true
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	cur := l.cur
+	lns := make([]net.Listener, 0, len(l.listeners))
+	for ln := range l.listeners {
+		lns = append(lns, ln)
+	}
+	l.mu.Unlock()
+	l.cancel()
+	if cur != nil {
+		cur.stop()
+	}
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+	l.wg.Wait()
+	if rest := l.q.close(); len(rest) > 0 {
+		l.bounce(rest, stanza.ServiceUnavailable, "router link closed")
+	}
+	l.setState(StateClosed, nil)
+	return nil
+}
