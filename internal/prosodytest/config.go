@@ -130,8 +130,10 @@ func port(p, def int) int {
 
 // validate checks what Prosody would reject late or silently misread.
 func (c *Config) validate() error {
-	if len(c.Hosts) == 0 && len(c.Components) == 0 {
-		return fmt.Errorf("%w: no Hosts and no Components", ErrInvalidConfig)
+	if len(c.Hosts) == 0 {
+		// Prosody exits with "No enabled VirtualHost" even when components
+		// are configured.
+		return fmt.Errorf("%w: no Hosts (Prosody needs at least one VirtualHost, even for components)", ErrInvalidConfig)
 	}
 	if c.Addr.IsValid() && (!c.Addr.Is4() || !c.Addr.IsLoopback()) {
 		return fmt.Errorf("%w: Addr %s is not an IPv4 loopback address (127.0.0.0/8)", ErrInvalidConfig, c.Addr)

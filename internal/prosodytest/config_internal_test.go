@@ -20,7 +20,8 @@ func TestValidate(t *testing.T) {
 		want string // substring of the error; "" means valid
 	}{
 		{"minimal", Config{Hosts: host}, ""},
-		{"component only", Config{Components: []Component{{Domain: "c.test", Secret: "s"}}}, ""},
+		{"component only", Config{Components: []Component{{Domain: "c.test", Secret: "s"}}}, "no Hosts"},
+		{"component and host", Config{Hosts: host, Components: []Component{{Domain: "c.test", Secret: "s"}}}, ""},
 		{"empty", Config{}, "no Hosts"},
 		{"public addr", Config{Hosts: host, Addr: netip.MustParseAddr("192.0.2.1")}, "not an IPv4 loopback"},
 		{"ipv6", Config{Hosts: host, Addr: netip.MustParseAddr("::1")}, "not an IPv4 loopback"},
@@ -30,8 +31,8 @@ func TestValidate(t *testing.T) {
 		{"dot domain", Config{Hosts: []Host{{Domain: "a..test"}}}, "lowercase ASCII"},
 		{"duplicate", Config{Hosts: []Host{{Domain: "a.test"}, {Domain: "a.test"}}}, "twice"},
 		{"component clash", Config{Hosts: host, Components: []Component{{Domain: "a.test", Secret: "s"}}}, "twice"},
-		{"no secret", Config{Components: []Component{{Domain: "c.test"}}}, "no Secret"},
-		{"component disabled", Config{Components: []Component{{Domain: "c.test", Secret: "s"}}, ComponentPort: Disabled}, "Disabled"},
+		{"no secret", Config{Hosts: host, Components: []Component{{Domain: "c.test"}}}, "no Secret"},
+		{"component disabled", Config{Hosts: host, Components: []Component{{Domain: "c.test", Secret: "s"}}, ComponentPort: Disabled}, "Disabled"},
 		{"half a cert", Config{Hosts: []Host{{Domain: "a.test", CertPEM: []byte("x")}}}, "both CertPEM and KeyPEM"},
 		{"bad user", Config{Hosts: []Host{{Domain: "a.test", Users: map[string]string{"Al ice": "pw"}}}}, "user name"},
 		{"resolve public", Config{Hosts: host, Resolve: map[string]netip.Addr{"b.test": netip.MustParseAddr("10.0.0.1")}}, "not a loopback"},
