@@ -25,18 +25,10 @@ func TestProsodyDialback(t *testing.T) {
 			prosodytest.Require(t)
 			n := newTestNet(t)
 			g := n.server([]string{"g.example"}, withMode(mode))
-			ns, err := netip.ParseAddrPort(n.dns.Addr())
-			require.NoError(t, err)
-			p := prosodytest.Start(t, prosodytest.Config{
+			p := startProsody(t, n, prosodytest.Config{
 				Hosts:             []prosodytest.Host{{Domain: "p.example"}},
-				C2SPort:           prosodytest.Disabled,
-				Nameserver:        ns,
 				RequireEncryption: mode == tlsmode.Required,
 			})
-			require.NoError(t, n.dns.Zone().Add(
-				"_xmpp-server._tcp.p.example. 300 IN SRV 0 0 "+strconv.Itoa(int(p.S2SAddr().Port()))+" xmpp.p.example.",
-				"xmpp.p.example. 300 IN A "+p.Addr().String()))
-
 			ctx := ctxT(t, 30*time.Second)
 			s, err := g.ep.Dial(ctx, "g.example", "p.example")
 			require.NoError(t, err, "Prosody log:\n%s", tail(p.Log()))
@@ -68,6 +60,23 @@ func TestProsodyDialback(t *testing.T) {
 	}
 }
 
+// startProsody starts a Prosody (no c2s) that resolves names through the
+// test DNS, and publishes the SRV record of its first host. .example rather
+// than .test domains: libunbound answers .test itself unless told not to.
+func startProsody(t *testing.T, n *testNet, cfg prosodytest.Config) *prosodytest.Server {
+	t.Helper()
+	ns, err := netip.ParseAddrPort(n.dns.Addr())
+	require.NoError(t, err)
+	cfg.Nameserver = ns
+	cfg.C2SPort = prosodytest.Disabled
+	p := prosodytest.Start(t, cfg)
+	domain := cfg.Hosts[0].Domain
+	require.NoError(t, n.dns.Zone().Add(
+		"_xmpp-server._tcp."+domain+". 300 IN SRV 0 0 "+strconv.Itoa(int(p.S2SAddr().Port()))+" xmpp."+domain+".",
+		"xmpp."+domain+". 300 IN A "+p.Addr().String()))
+	return p
+}
+
 func tail(s string) string {
 	if len(s) > 8000 {
 		s = s[len(s)-8000:]
@@ -82,21 +91,13 @@ func TestProsodySASLExternal(t *testing.T) {
 	prosodytest.Require(t)
 	n := newTestNet(t)
 	g := n.server([]string{"g.example"})
-	ns, err := netip.ParseAddrPort(n.dns.Addr())
-	require.NoError(t, err)
 	certPEM, keyPEM := prosodytest.EncodePEM(t, n.ca.Leaf(t, "p.example"))
-	p := prosodytest.Start(t, prosodytest.Config{
+	p := startProsody(t, n, prosodytest.Config{
 		Hosts:             []prosodytest.Host{{Domain: "p.example", CertPEM: certPEM, KeyPEM: keyPEM}},
-		C2SPort:           prosodytest.Disabled,
-		Nameserver:        ns,
 		RequireEncryption: true,
 		SecureAuth:        true,
 		CAFile:            prosodytest.WriteCAFile(t, n.ca.Certificate()),
 	})
-	require.NoError(t, n.dns.Zone().Add(
-		"_xmpp-server._tcp.p.example. 300 IN SRV 0 0 "+strconv.Itoa(int(p.S2SAddr().Port()))+" xmpp.p.example.",
-		"xmpp.p.example. 300 IN A "+p.Addr().String()))
-
 	ctx := ctxT(t, 30*time.Second)
 	s, err := g.ep.Dial(ctx, "g.example", "p.example")
 	require.NoError(t, err, "Prosody log:\n%s", tail(p.Log()))
