@@ -32,20 +32,31 @@ const (
 	DefaultVersion = "12.5"
 	// DefaultAttempts is how often a throttled request is tried in all.
 	DefaultAttempts = 5
-	// DefaultBackoff is the first wait after a throttled attempt; it
-	// doubles with each attempt, up to MaxBackoff. Cisco asks for "several
-	// seconds" between retries of a throttled write.
+	// DefaultBackoff is the base of the wait after a throttled attempt.
+	// The wait after attempt n is drawn at random between d/2 and d, where
+	// d = Backoff·2^(n-1) capped at MaxBackoff, so that several cores do
+	// not retry in step; a longer Retry-After from the server wins. Cisco
+	// asks for "several seconds" between retries of a throttled write.
 	DefaultBackoff = 2 * time.Second
 	// MaxBackoff caps every wait, including a server's Retry-After.
 	MaxBackoff = time.Minute
 	// DefaultTimeout bounds one attempt (connect, send, answer) when the
 	// context allows longer.
 	DefaultTimeout = time.Minute
+	// DefaultMaxConcurrent is how many requests a Client has in flight at
+	// once by default. AXL throttles concurrent reads; Cisco's advice is to
+	// serialise them per node, and a second slot keeps a slow query from
+	// holding up an update behind it.
+	DefaultMaxConcurrent = 2
+	// IdleConnTimeout is how long the default HTTP client keeps an unused
+	// connection: long enough for the requests of one synchronisation, short
+	// enough not to hold a Tomcat connection slot on IM and Presence.
+	IdleConnTimeout = 15 * time.Second
 )
 
 // DefaultMaxResponse bounds the response body read: AXL refuses results
-// over 8 MB itself, so twice that is not a real answer.
-const DefaultMaxResponse = 16 << 20
+// over 8 MB itself; the rest leaves room for the envelope.
+const DefaultMaxResponse = 9 << 20
 
 // Client calls AXL's executeSQLQuery and executeSQLUpdate on an IM and
 // Presence (or Unified CM) node. The zero value plus URL, Username and
@@ -63,14 +74,17 @@ type Client struct {
 	// "14.0"); empty means DefaultVersion.
 	Version string
 	// HTTPClient sends the requests. Nil means a client of this package with
-	// timeouts, a keep-alive connection pool, a cookie jar (AXL's session
-	// cookies spare it re-authenticating each request), no proxy, no
-	// redirects, and TLSConfig.
+	// timeouts, a keep-alive connection pool (idle connections closed after
+	// IdleConnTimeout), a cookie jar (AXL's session cookies spare it
+	// re-authenticating each request), no proxy, no redirects, and
+	// TLSConfig. A client given here should not follow redirects either:
+	// AXL never redirects, a login page does.
 	HTTPClient *http.Client
 	// TLSConfig is the TLS configuration of the default HTTP client: nil
 	// means the system's trusted CAs. Use RootCAs for IM and Presence's CA,
-	// or PinCertificates for its self-signed certificate. Ignored when
-	// HTTPClient is set.
+	// or PinCertificates for its self-signed certificate. Set it or
+	// HTTPClient, not both: the requests fail with [ErrConfig] otherwise,
+	// since the TLS settings of HTTPClient's transport would silently win.
 	TLSConfig *tls.Config
 	// Logger receives a debug line per request and a warning per retry;
 	// nil means no logging.
@@ -87,20 +101,27 @@ type Client struct {
 	// MaxResponse bounds the size of a response body in bytes; 0 means
 	// DefaultMaxResponse.
 	MaxResponse int64
+	// MaxConcurrent bounds the requests in flight at once; more wait for
+	// a slot (within their context). 0 means DefaultMaxConcurrent, a
+	// negative value no limit.
+	MaxConcurrent int
 
 	mu         sync.Mutex
-	hc         *http.Client // the default client, made on first use
-	negotiated string       // schema version chosen after a 599 answer
+	hc         *http.Client  // the default client, made on first use
+	slots      chan struct{} // a token per request in flight; nil: no limit
+	slotsMade  bool
+	negotiated string // schema version chosen after a 599 answer
 	seq        atomic.Uint64
 }
 
 // Query runs a SELECT statement with executeSQLQuery and returns its rows.
 // Each ? in sql outside quotes and comments is replaced by the next
-// argument, written as a literal by [Literal]; see [Bind].
+// argument, written as a literal by [Literal]; see [Bind]. Every error is
+// an [*Error].
 func (c *Client) Query(ctx context.Context, sql string, args ...any) ([]Row, error) {
 	stmt, err := Bind(sql, args...)
 	if err != nil {
-		return nil, err
+		return nil, c.wrap(wire.OpQuery, err)
 	}
 	resp, err := c.call(ctx, wire.OpQuery, stmt)
 	if err != nil {
@@ -119,11 +140,12 @@ func (c *Client) Query(ctx context.Context, sql string, args ...any) ([]Row, err
 
 // Update runs an INSERT, UPDATE or DELETE statement with executeSQLUpdate
 // and returns the number of rows it changed. Arguments are bound as for
-// Query. Each statement is its own transaction on the server.
+// Query. Each statement is its own transaction on the server. Every error
+// is an [*Error].
 func (c *Client) Update(ctx context.Context, sql string, args ...any) (int, error) {
 	stmt, err := Bind(sql, args...)
 	if err != nil {
-		return 0, err
+		return 0, c.wrap(wire.OpUpdate, err)
 	}
 	resp, err := c.call(ctx, wire.OpUpdate, stmt)
 	if err != nil {
@@ -153,16 +175,45 @@ func (c *Client) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func (c *Client) httpClient() *http.Client {
+func (c *Client) httpClient() (*http.Client, error) {
 	if c.HTTPClient != nil {
-		return c.HTTPClient
+		if c.TLSConfig != nil {
+			return nil, fmt.Errorf("%w: Client.TLSConfig and Client.HTTPClient are both set; put the TLS configuration in HTTPClient's transport, or leave HTTPClient nil", ErrConfig)
+		}
+		return c.HTTPClient, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.hc == nil {
 		c.hc = newHTTPClient(c.TLSConfig)
 	}
-	return c.hc
+	return c.hc, nil
+}
+
+// acquire waits for a request slot; release returns it.
+func (c *Client) acquire(ctx context.Context) (release func(), err error) {
+	c.mu.Lock()
+	if !c.slotsMade {
+		n := c.MaxConcurrent
+		if n == 0 {
+			n = DefaultMaxConcurrent
+		}
+		if n > 0 {
+			c.slots = make(chan struct{}, n)
+		}
+		c.slotsMade = true
+	}
+	slots := c.slots
+	c.mu.Unlock()
+	if slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func newHTTPClient(cfg *tls.Config) *http.Client {
@@ -181,7 +232,7 @@ func newHTTPClient(cfg *tls.Config) *http.Client {
 			DialContext:           dialer.DialContext,
 			TLSClientConfig:       cfg,
 			TLSHandshakeTimeout:   10 * time.Second,
-			IdleConnTimeout:       90 * time.Second,
+			IdleConnTimeout:       IdleConnTimeout,
 			MaxIdleConnsPerHost:   4,
 			ExpectContinueTimeout: time.Second,
 		},
@@ -195,21 +246,36 @@ func newHTTPClient(cfg *tls.Config) *http.Client {
 // endpoint validates c.URL and returns it without credentials.
 func (c *Client) endpoint() (string, error) {
 	if c.URL == "" {
-		return "", errors.New("axl: Client.URL is empty: set it to https://<IM and Presence node>:8443/axl/")
+		return "", fmt.Errorf("%w: Client.URL is empty: set it to https://<IM and Presence node>:8443/axl/", ErrConfig)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return "", fmt.Errorf("axl: invalid AXL URL: %w", err)
+		// url.Error repeats the URL, password included: keep only why.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("%w: invalid AXL URL: %w", ErrConfig, err)
 	}
 	switch {
 	case u.User != nil:
-		return "", fmt.Errorf("axl: AXL URL %s: put the credentials in Client.Username and Client.Password, not in the URL", u.Redacted())
+		return "", fmt.Errorf("%w: AXL URL %s: put the credentials in Client.Username and Client.Password, not in the URL", ErrConfig, u.Redacted())
 	case u.Scheme != "https":
-		return "", fmt.Errorf("axl: AXL URL %s: must start with https:// (AXL serves https://<IM and Presence node>:8443/axl/; the credentials must not travel in clear)", u.Redacted())
+		return "", fmt.Errorf("%w: AXL URL %s: must start with https:// (AXL serves https://<IM and Presence node>:8443/axl/; the credentials must not travel in clear)", ErrConfig, u.Redacted())
 	case u.Host == "":
-		return "", fmt.Errorf("axl: AXL URL %s has no host", u.Redacted())
+		return "", fmt.Errorf("%w: AXL URL %s has no host", ErrConfig, u.Redacted())
 	}
 	return u.String(), nil
+}
+
+// wrap makes err, found before or without a request, an *Error for op.
+func (c *Client) wrap(op string, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	endpoint, _ := c.endpoint() // "" when the URL itself is the problem
+	return &Error{Function: op, URL: endpoint, Err: err}
 }
 
 // version returns the schema version to send.
@@ -225,7 +291,7 @@ func (c *Client) version() (string, error) {
 	}
 	v = normalizeVersion(c.Version)
 	if !wire.ValidVersion(v) {
-		return "", fmt.Errorf("axl: Client.Version %q is not an AXL schema version such as 12.5 or 14.0", c.Version)
+		return "", fmt.Errorf("%w: Client.Version %q is not an AXL schema version such as 12.5 or 14.0", ErrConfig, c.Version)
 	}
 	return v, nil
 }
@@ -243,7 +309,7 @@ func normalizeVersion(v string) string {
 func (c *Client) call(ctx context.Context, op, stmt string) (*wire.Response, error) {
 	endpoint, err := c.endpoint()
 	if err != nil {
-		return nil, err
+		return nil, &Error{Function: op, Err: err}
 	}
 	fail := func(err error) error { return &Error{Function: op, URL: endpoint, Err: err} }
 	if !wire.ValidText(stmt) {
@@ -251,7 +317,10 @@ func (c *Client) call(ctx context.Context, op, stmt string) (*wire.Response, err
 	}
 	version, err := c.version()
 	if err != nil {
-		return nil, err
+		return nil, fail(err)
+	}
+	if _, err := c.httpClient(); err != nil {
+		return nil, fail(err)
 	}
 	host := hostOf(endpoint)
 	attempts := c.Attempts
@@ -306,6 +375,11 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, endpoint, host, 
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	release, err := c.acquire(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("waiting for one of the Client's requests in flight (Client.MaxConcurrent): %w", classify(ctx, ctx, host, 0, err))
+	}
+	defer release()
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -325,8 +399,12 @@ func (c *Client) attempt(ctx context.Context, log *slog.Logger, endpoint, host, 
 	req.Header.Set("SOAPAction", `"CUCM:DB ver=`+version+` `+op+`"`)
 	req.SetBasicAuth(c.Username, c.Password)
 
+	hc, err := c.httpClient()
+	if err != nil {
+		return nil, 0, err
+	}
 	start := time.Now()
-	res, err := c.httpClient().Do(req)
+	res, err := hc.Do(req)
 	if err != nil {
 		err = classify(ctx, actx, host, timeout, err)
 		log.Debug("AXL request failed", logkey.Elapsed, time.Since(start), logkey.Err, err)

@@ -29,6 +29,7 @@ import (
 // with retries that do not slow the tests down.
 func newServer(t *testing.T, cfg axltest.Config) (*axltest.Server, *axl.Client) {
 	t.Helper()
+	cfg.Strict = true // the client must send what AXL documents
 	s := axltest.New(t, cfg)
 	c := s.Client()
 	c.Backoff = time.Millisecond
@@ -671,10 +672,237 @@ func TestDebugLogging(t *testing.T) {
 func TestErrorsAreDistinct(t *testing.T) {
 	all := []error{axl.ErrUnauthorized, axl.ErrForbidden, axl.ErrThrottled, axl.ErrNotAXL, axl.ErrVersionUnsupported,
 		axl.ErrTLS, axl.ErrPinMismatch, axl.ErrTimeout, axl.ErrUnreachable, axl.ErrUnsafeValue, axl.ErrBind,
-		axl.ErrDuplicate, axl.ErrResultTooLarge, axl.ErrInvalidNode}
+		axl.ErrDuplicate, axl.ErrResultTooLarge, axl.ErrInvalidNode, axl.ErrConfig}
 	for i, a := range all {
 		for j, b := range all {
 			assert.Equal(t, i == j, errors.Is(a, b), "%v / %v", a, b)
 		}
+	}
+}
+
+// Only AXL's read-throttle fault is retried: a Server fault with the
+// "Maximum AXL Memory Allocation Consumed" text and no code or -1. A fault
+// that merely mentions throttling, like one quoting the statement, is not.
+func TestFaultThrottled(t *testing.T) {
+	const memory = "Maximum AXL Memory Allocation Consumed. Please retry once requests in progress have completed"
+	tests := []struct {
+		name string
+		f    axl.Fault
+		want bool
+	}{
+		{"Cisco's example", axl.Fault{FaultCode: "soapenv:Server", FaultString: memory, Code: -1, HasCode: true, Message: memory}, true},
+		{"no detail", axl.Fault{FaultCode: "SOAP-ENV:Server", FaultString: memory}, true},
+		{"unprefixed, refined", axl.Fault{FaultCode: "Server.Busy", Message: strings.ToUpper(memory)}, true},
+		{"column named throttled", axl.Fault{FaultCode: "soapenv:Client", FaultString: "Column (throttled) not found in any table in the query (or SLV is undefined).", Code: -217, HasCode: true}, false},
+		{"throttl anywhere", axl.Fault{FaultCode: "soapenv:Server", FaultString: "request throttled, try again later"}, false},
+		{"client fault with the text", axl.Fault{FaultCode: "soapenv:Client", FaultString: memory, Code: -1, HasCode: true}, false},
+		{"other code with the text", axl.Fault{FaultCode: "soapenv:Server", FaultString: memory, Code: -239, HasCode: true}, false},
+		{"result too large", axl.Fault{FaultCode: "soapenv:Server", FaultString: "Query request too large. Total rows matched: 2816 rows.", Code: -1, HasCode: true}, false},
+		{"Serverless", axl.Fault{FaultCode: "soapenv:ServerX", FaultString: memory}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, tt.f.Throttled())
+			assert.Equal(t, tt.want, errors.Is(&tt.f, axl.ErrThrottled))
+		})
+	}
+}
+
+// "SELECT throttled FROM …" fails once; it was retried five times when any
+// fault text mentioning throttling counted.
+func TestFaultQuotingThrottledNotRetried(t *testing.T) {
+	s, c := newServer(t, axltest.Config{})
+	_, err := c.Query(ctxT(t), "SELECT throttled FROM xmpps2snodes")
+	var f *axl.Fault
+	require.ErrorAs(t, err, &f)
+	assert.Equal(t, -217, f.Code)
+	assert.NotErrorIs(t, err, axl.ErrThrottled)
+	assert.Len(t, s.Calls(), 1)
+}
+
+// A hostile server cannot make the client hold more than a bounded amount:
+// deep nesting and floods of empty cells are refused as not AXL.
+func TestHostileResponses(t *testing.T) {
+	const head = `<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><n:executeSQLQueryResponse xmlns:n="http://www.cisco.com/AXL/API/12.5"><return>`
+	tests := []struct {
+		name   string
+		body   func(w io.Writer)
+		reason string
+	}{
+		{"nested tags", func(w io.Writer) {
+			// In an element the parser skips.
+			io.WriteString(w, head+"<extension>")
+			for range 1 << 16 {
+				if _, err := io.WriteString(w, "<a>"); err != nil {
+					return
+				}
+			}
+		}, "nested deeper than 32 levels"},
+		{"many empty columns", func(w io.Writer) {
+			io.WriteString(w, head+"<row>")
+			chunk := strings.Repeat("<c/>", 1<<12)
+			for range 512 { // 8 MB
+				if _, err := io.WriteString(w, chunk); err != nil {
+					return
+				}
+			}
+		}, "more than 262144 rows and columns"},
+		{"many empty rows", func(w io.Writer) {
+			io.WriteString(w, head)
+			chunk := strings.Repeat("<row/>", 1<<12)
+			for range 340 { // 8 MB
+				if _, err := io.WriteString(w, chunk); err != nil {
+					return
+				}
+			}
+		}, "more than 262144 rows and columns"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := rawServer(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/xml")
+				tt.body(w)
+			})
+			_, err := c.Query(ctxT(t), "SELECT 1 AS one")
+			require.ErrorIs(t, err, axl.ErrNotAXL)
+			var he *axl.HTTPError
+			require.ErrorAs(t, err, &he)
+			assert.Contains(t, he.Reason, tt.reason)
+		})
+	}
+	assert.EqualValues(t, 9<<20, axl.DefaultMaxResponse, "AXL's 8 MB and an envelope")
+}
+
+// TLSConfig would be silently ignored next to HTTPClient: both set is an
+// error, before any request.
+func TestHTTPClientField(t *testing.T) {
+	s := axltest.New(t, axltest.Config{Strict: true})
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: axl.PinCertificates(s.Certificate())}}
+	t.Cleanup(hc.CloseIdleConnections)
+	c := &axl.Client{URL: s.URL(), Username: axltest.DefaultUsername, Password: axltest.DefaultPassword, HTTPClient: hc}
+	rows, err := c.Query(ctxT(t), "SELECT 1 AS one")
+	require.NoError(t, err)
+	assert.Len(t, rows, 1)
+
+	c.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+	_, err = c.Query(ctxT(t), "SELECT 1 AS one")
+	require.ErrorIs(t, err, axl.ErrConfig)
+	assert.Contains(t, err.Error(), "Client.TLSConfig and Client.HTTPClient are both set")
+	var ae *axl.Error
+	require.ErrorAs(t, err, &ae)
+	assert.Len(t, s.Calls(), 1, "no request with an ambiguous configuration")
+}
+
+// Every error from the Client's methods is an *Error, including those
+// found before a request, and still matches its sentinel.
+func TestErrorsWrapped(t *testing.T) {
+	s, c := newServer(t, axltest.Config{})
+	ctx := ctxT(t)
+	check := func(err error, sentinel error, op, url string) {
+		t.Helper()
+		require.ErrorIs(t, err, sentinel)
+		var ae *axl.Error
+		require.ErrorAs(t, err, &ae)
+		assert.Equal(t, op, ae.Function)
+		assert.Equal(t, url, ae.URL)
+		assert.NotContains(t, err.Error(), "axl: axl:")
+		assert.True(t, strings.HasPrefix(err.Error(), "axl: "+op), err.Error())
+	}
+	_, err := c.Query(ctx, "SELECT ?, ?", 1)
+	check(err, axl.ErrBind, "executeSQLQuery", s.URL())
+	_, err = c.Update(ctx, "DELETE FROM xmpps2snodes WHERE cp_id = ?", "a\x00")
+	check(err, axl.ErrUnsafeValue, "executeSQLUpdate", s.URL())
+	var ve *axl.ValueError
+	assert.ErrorAs(t, err, &ve)
+	_, _, err = c.EnsureS2SNode(ctx, "")
+	check(err, axl.ErrInvalidNode, "executeSQLUpdate", s.URL())
+
+	c2 := s.Client()
+	c2.Version = "twelve"
+	_, err = c2.Query(ctx, "SELECT 1 AS one")
+	check(err, axl.ErrConfig, "executeSQLQuery", s.URL())
+	_, err = (&axl.Client{}).Update(ctx, "DELETE FROM xmpps2snodes")
+	check(err, axl.ErrConfig, "executeSQLUpdate", "")
+	assert.Contains(t, err.Error(), "Client.URL is empty")
+	_, err = (&axl.Client{URL: "https://admin:secret@imp.example.test/%zz"}).Query(ctx, "SELECT ?", 1)
+	check(err, axl.ErrConfig, "executeSQLQuery", "")
+	assert.NotContains(t, err.Error(), "secret")
+	assert.Empty(t, s.Calls())
+}
+
+// A Client has at most MaxConcurrent (default 2) requests in flight; the
+// others wait for a slot within their context.
+func TestMaxConcurrent(t *testing.T) {
+	s := axltest.New(t, axltest.Config{Strict: true})
+	var seen atomic.Int32
+	front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		s.ServeHTTP(w, r)
+	}))
+	cert := testpki.SelfSigned(t, "imp.example.test")
+	front.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	c := &axl.Client{URL: front.URL + "/axl/", Username: axltest.DefaultUsername, Password: axltest.DefaultPassword, TLSConfig: axl.PinCertificates(cert.Leaf)}
+	t.Cleanup(c.CloseIdleConnections)
+
+	arrived, release := s.Hold()
+	defer release()
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := c.Query(ctxT(t), "SELECT 1 AS one")
+			done <- err
+		}()
+	}
+	for range 2 {
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first two requests did not reach the server")
+		}
+	}
+	// A third waits for a slot and gives up with its context, unsent.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.Query(ctx, "SELECT 1 AS one")
+	require.ErrorIs(t, err, axl.ErrTimeout)
+	assert.Contains(t, err.Error(), "Client.MaxConcurrent")
+	assert.EqualValues(t, 2, seen.Load())
+
+	release()
+	for range 2 {
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("held requests did not complete")
+		}
+	}
+	_, err = c.Query(ctxT(t), "SELECT 1 AS one")
+	require.NoError(t, err, "slots are returned")
+
+	// No limit: all four reach the server together.
+	c.CloseIdleConnections()
+	c2 := &axl.Client{URL: c.URL, Username: c.Username, Password: c.Password, TLSConfig: c.TLSConfig, MaxConcurrent: -1}
+	t.Cleanup(c2.CloseIdleConnections)
+	arrived, release2 := s.Hold()
+	defer release2()
+	for range 4 {
+		go func() {
+			_, err := c2.Query(ctxT(t), "SELECT 1 AS one")
+			done <- err
+		}()
+	}
+	for range 4 {
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatal("MaxConcurrent -1 still limits")
+		}
+	}
+	release2()
+	for range 4 {
+		require.NoError(t, <-done)
 	}
 }

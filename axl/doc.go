@@ -9,11 +9,14 @@
 // executeSQLQuery") of one schema version, HTTP basic authentication, TLS
 // with a configurable tls.Config ([PinCertificates] for the self-signed
 // certificate IM and Presence commonly presents), keep-alive connections,
-// and retries with back-off when AXL throttles (HTTP 503). AXL has no bind
+// at most two requests in flight per Client (AXL throttles concurrent
+// reads), and retries with back-off when AXL throttles (HTTP 503, or its
+// "Maximum AXL Memory Allocation Consumed" fault). AXL has no bind
 // parameters, so the arguments of [Client.Query] and [Client.Update] are
 // written into the statement as Informix literals by [Literal]; the quoting
-// rules, and the values refused, are documented there, and a fuzz test
-// checks that no string can end its literal early.
+// rules, and the values refused, are documented there and at [Bind], and
+// fuzz tests check that no string can end its literal early and that a
+// bound statement does what SQLite's own bind parameters would.
 //
 // Failures are reported in terms a UC administrator acts on: wrong
 // credentials ([ErrUnauthorized], the usual cause of one-way federation),

@@ -7,9 +7,11 @@ import (
 	"strings"
 )
 
-// Sentinel errors. Test for them with [errors.Is]; the errors returned wrap
-// them in an [*Error] naming the AXL function and URL, and in the typed
-// errors below where there is more to say.
+// Sentinel errors. Test for them with [errors.Is]. Every error from the
+// Client's methods is an [*Error] naming the AXL function and URL (also
+// when found before any request: configuration, [Bind], [Literal], cp_id),
+// wrapping these sentinels and, where there is more to say, the typed
+// errors below. [Bind] and [Literal] called directly return theirs bare.
 var (
 	// ErrUnauthorized means IM and Presence answered HTTP 401: the AXL user
 	// name or password is wrong. On Expressway this is the most common cause
@@ -71,21 +73,31 @@ var (
 	// 8 MB limit ("Query request too large"). Fetch fewer rows.
 	ErrResultTooLarge = errors.New("the query result is too large for AXL (over 8 MB): fetch fewer rows (SKIP n FIRST m)")
 
-	// ErrInvalidNode means a component id given to the xmpps2snodes
-	// helpers is empty or padded with spaces.
+	// ErrInvalidNode means a component id given to EnsureS2SNode or
+	// RemoveS2SNode is not of the form XCP gives them; see [*NodeError].
 	ErrInvalidNode = errors.New("invalid xmpps2snodes component id (cp_id)")
+
+	// ErrConfig means the Client's fields cannot work: no or a wrong URL,
+	// an unknown Version, TLSConfig together with HTTPClient.
+	ErrConfig = errors.New("invalid AXL client configuration")
 )
 
-// Error is what Query, Update and the xmpps2snodes helpers return when a
-// request fails: the AXL function, the endpoint and the cause.
+// Error is every error Query, Update and the xmpps2snodes helpers return:
+// the AXL function, the endpoint and the cause, whether a request failed or
+// none could be made.
 type Error struct {
 	Function string // "executeSQLQuery" or "executeSQLUpdate"
-	URL      string // the endpoint, credentials removed
+	URL      string // the endpoint; empty if Client.URL is unusable
 	Err      error
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("axl: %s %s: %v", e.Function, e.URL, e.Err)
+	// Bind's and Literal's own errors start with "axl:" too.
+	msg := strings.TrimPrefix(e.Err.Error(), "axl: ")
+	if e.URL == "" {
+		return fmt.Sprintf("axl: %s: %s", e.Function, msg)
+	}
+	return fmt.Sprintf("axl: %s %s: %s", e.Function, e.URL, msg)
 }
 
 // Unwrap returns Err.
@@ -187,16 +199,33 @@ func (f *Fault) hint() string {
 	return ""
 }
 
-// Throttled reports whether the fault says AXL is too busy to serve the
-// request, so that it may be retried unchanged. Cisco documents HTTP 503 for
-// write throttling; the fault texts recognized here (Maximum AXL Memory
-// Allocation Consumed, throttling, try again later) cover read throttling
-// and are an inference, not a documented list.
+// Throttled reports whether the fault is AXL's read throttle, so that the
+// request may be retried unchanged: a Server fault (the request was fine)
+// saying "Maximum AXL Memory Allocation Consumed", with no AXL code or the
+// code -1 that Cisco's example of it carries. Text alone is not enough: a
+// fault quoting the statement ("Column (throttled) not found", -217) must
+// not be retried. Write throttling is HTTP 503, not a fault.
 func (f *Fault) Throttled() bool {
-	s := strings.ToLower(f.FaultString + " " + f.Message)
-	return strings.Contains(s, "throttl") ||
-		strings.Contains(s, "maximum axl memory allocation consumed") ||
-		strings.Contains(s, "try again later")
+	return serverFault(f.FaultCode) &&
+		(!f.HasCode || f.Code == throttleCode) &&
+		strings.Contains(strings.ToLower(f.FaultString+" "+f.Message), throttleText)
+}
+
+// The read-throttle fault in Cisco's AXL developer guide: faultcode
+// soapenv:Server, axlcode -1, "Maximum AXL Memory Allocation Consumed.
+// Please retry once requests in progress have completed".
+const (
+	throttleCode = -1
+	throttleText = "maximum axl memory allocation consumed"
+)
+
+// serverFault reports whether a SOAP 1.1 faultcode (a QName) is Server or
+// a refinement of it ("Server.Busy").
+func serverFault(code string) bool {
+	if i := strings.LastIndexByte(code, ':'); i >= 0 {
+		code = code[i+1:]
+	}
+	return code == "Server" || strings.HasPrefix(code, "Server.")
 }
 
 // Is makes a Fault match [ErrThrottled], [ErrDuplicate] and
@@ -212,6 +241,22 @@ func (f *Fault) Is(target error) bool {
 	}
 	return false
 }
+
+// NodeError is a cp_id that EnsureS2SNode or RemoveS2SNode refused before
+// building any SQL. It matches [ErrInvalidNode] with [errors.Is].
+type NodeError struct {
+	CPID   string
+	Reason string
+}
+
+func (e *NodeError) Error() string {
+	return fmt.Sprintf("%v %q: %s: an XCP component id is lower-case letters, digits, '.', '_' and '-', "+
+		"starting with a letter or digit, at most 128 characters (e.g. cm-2_s2scp-1.edge1-example-com); "+
+		"check the Expressway-E node names configured on the core", ErrInvalidNode, e.CPID, e.Reason)
+}
+
+// Unwrap returns ErrInvalidNode.
+func (e *NodeError) Unwrap() error { return ErrInvalidNode }
 
 // TLSError is a failed TLS connection, with the reason in words an
 // administrator can act on. It matches [ErrTLS] with [errors.Is], and the

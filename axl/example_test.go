@@ -19,7 +19,7 @@ import (
 //		TLSConfig: axl.PinCertificates(impTomcatCert),
 //	}
 func imp() (*axltest.Server, *axl.Client) {
-	s, err := axltest.Start(axltest.Config{Nodes: []axl.S2SNode{
+	s, err := axltest.Start(axltest.Config{Strict: true, Nodes: []axl.S2SNode{
 		{PKID: "055c13d9-943d-459d-a3c6-af1d1176936d", CPID: "cm-2_s2scp-1.eft-xwye-a-coluc-com"},
 	}})
 	if err != nil {

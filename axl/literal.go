@@ -42,8 +42,9 @@ func (e *ValueError) Unwrap() error { return ErrUnsafeValue }
 //   - bool: 't' or 'f', Informix's BOOLEAN literals (CUCM and IM and
 //     Presence tables use them, e.g. systemnode='f').
 //   - integers and floats: decimal; a negative number in parentheses, so
-//     that "x-?" cannot become the comment "x--1"; NaN and infinities are
-//     refused.
+//     that "x-?" cannot become the comment "x--1"; a float always with a
+//     decimal point or an exponent (2.0, 1e+21), so that it stays a float
+//     in arithmetic; NaN and infinities are refused.
 //   - a pointer: what it points to.
 //
 // Named types with those underlying kinds are accepted. Everything else is
@@ -110,7 +111,13 @@ func literal(v any, arg, depth int) (string, error) {
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return "", &ValueError{Arg: arg, Type: typ, Reason: "NaN and infinities have no SQL literal"}
 		}
-		return number(strconv.FormatFloat(f, 'g', -1, rv.Type().Bits())), nil
+		s := strconv.FormatFloat(f, 'g', -1, rv.Type().Bits())
+		if !strings.ContainsAny(s, ".e") {
+			// 2.0, not 2: an integer literal would make 1.0/2 an
+			// integer division.
+			s += ".0"
+		}
+		return number(s), nil
 	}
 	return "", &ValueError{Arg: arg, Type: typ, Reason: "unsupported type: pass a string, integer, float, bool, nil or a pointer to one"}
 }
@@ -153,10 +160,24 @@ func quote(s string, arg int) (string, error) {
 // Bind replaces each ? placeholder in sql with the next argument written
 // by [Literal], and returns the statement AXL will execute. A ? inside a
 // quoted literal ('…' or "…"), or a comment (-- to the end of the line,
-// {…} or /* … */, all three Informix comment forms) is left alone. Bind
-// fails with an error matching [ErrBind] if sql has an unterminated
-// literal or comment or the number of placeholders differs from
-// len(args), and with a [*ValueError] if an argument is refused.
+// {…} or /* … */, all three Informix comment forms) is left alone.
+//
+// A placeholder must stand apart from its neighbours: each side is the
+// start or end of sql, white space, or one of ( ) [ ] { } , ; = < > ! + -
+// * / % | & ^ ~ :, and not the sign of a number's exponent. Anything else
+// (a letter, digit, _, ., a quote, another ?) would merge with the literal
+// put in its place:
+//
+//	SELECT ??    with "a", "b" would read SELECT 'a''b', one literal
+//	SELECT 1?    with 5 would read SELECT 15
+//	SELECT 1e-?  with 5 would read SELECT 1e-5
+//
+// Write "SELECT ?, ?" or "SELECT 1 + ?" instead.
+//
+// Bind fails with an error matching [ErrBind] if sql has an unterminated
+// literal or comment, a placeholder touching its neighbour, or a number of
+// placeholders other than len(args), and with a [*ValueError] if an
+// argument is refused.
 func Bind(sql string, args ...any) (string, error) {
 	marks, err := placeholders(sql)
 	if err != nil {
@@ -164,6 +185,11 @@ func Bind(sql string, args ...any) (string, error) {
 	}
 	if len(marks) != len(args) {
 		return "", fmt.Errorf("axl: %w: the statement has %d placeholders (?), %d arguments were given", ErrBind, len(marks), len(args))
+	}
+	for _, at := range marks {
+		if err := apart(sql, at); err != nil {
+			return "", fmt.Errorf("axl: %w: %v", ErrBind, err)
+		}
 	}
 	if len(args) == 0 {
 		return sql, nil
@@ -181,6 +207,67 @@ func Bind(sql string, args ...any) (string, error) {
 	}
 	b.WriteString(sql[prev:])
 	return b.String(), nil
+}
+
+// separators are the ASCII characters that may touch a placeholder: no
+// literal Literal writes can merge with them into a longer token. A
+// literal starts with ', a digit, ( or N and ends with ', a digit, ) or L;
+// none of these pairs with a separator to form a comment opener, a
+// quote or a longer word.
+const separators = "()[]{},;=<>!+-*/%|&^~:"
+
+// apart checks that the placeholder at sql[at] does not touch a byte that
+// would merge with the literal put in its place.
+func apart(sql string, at int) error {
+	ok := func(c byte) bool {
+		return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || strings.IndexByte(separators, c) >= 0
+	}
+	if at > 0 && !ok(sql[at-1]) {
+		return fmt.Errorf("the placeholder ? at byte %d follows %s: a bound value would merge with it; put a space or an operator between them", at, neighbour(sql[:at], true))
+	}
+	if at+1 < len(sql) && !ok(sql[at+1]) {
+		return fmt.Errorf("the placeholder ? at byte %d is followed by %s: a bound value would merge with it; put a space or an operator between them", at, neighbour(sql[at+1:], false))
+	}
+	// A sign is a separator except after a mantissa: "1e-?" bound to 5
+	// would read as the number 1e-5.
+	if at >= 2 && (sql[at-1] == '-' || sql[at-1] == '+') {
+		if i := mantissa(sql[:at-1]); i >= 0 {
+			return fmt.Errorf("the placeholder ? at byte %d follows %q, the start of a number's exponent: a bound value would become the exponent; put a space between them", at, sql[i:at])
+		}
+	}
+	return nil
+}
+
+// mantissa returns where s ends with a number's mantissa and e or E (a
+// word of letters, digits, _ and . that starts with a digit or a dot), or
+// -1.
+func mantissa(s string) int {
+	if s == "" || s[len(s)-1]|0x20 != 'e' {
+		return -1
+	}
+	i := len(s) - 1
+	for i > 0 && wordByte(s[i-1]) {
+		i--
+	}
+	if s[i] >= '0' && s[i] <= '9' || s[i] == '.' {
+		return i
+	}
+	return -1
+}
+
+func wordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '$' || c >= 0x80
+}
+
+// neighbour quotes the character at the end (before) or start of s.
+func neighbour(s string, before bool) string {
+	var r rune
+	if before {
+		r, _ = utf8.DecodeLastRuneInString(s)
+	} else {
+		r, _ = utf8.DecodeRuneInString(s)
+	}
+	return strconv.QuoteRune(r)
 }
 
 // placeholders returns the byte offsets of the ? placeholders of sql,

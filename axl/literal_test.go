@@ -42,6 +42,9 @@ func TestLiteral(t *testing.T) {
 		{float32(0.1), "0.1"},
 		{-2.5e-10, "(-2.5e-10)"},
 		{1e21, "1e+21"},
+		{2.0, "2.0"},
+		{float32(-3), "(-3.0)"},
+		{math.Copysign(0, -1), "(-0.0)"},
 		{&s, "'x'"},
 		{&pp, "'x'"},
 		{nilStr, "NULL"},
@@ -151,4 +154,59 @@ func TestBindErrors(t *testing.T) {
 	require.True(t, errors.As(err, &ve))
 	assert.Equal(t, 1, ve.Arg)
 	assert.Equal(t, "[]byte", ve.Type)
+}
+
+// A placeholder touching a word, a quote or another placeholder would merge
+// with the literal bound in its place.
+func TestBindAdjacent(t *testing.T) {
+	refused := []struct {
+		sql  string
+		args []any
+		msg  string
+	}{
+		{"SELECT ??", []any{"a", "b"}, `byte 7 is followed by '?'`}, // would be one literal 'a''b'
+		{"SELECT 1?", []any{5}, `follows '1'`},                      // would be 15
+		{"SELECT ?1", []any{5}, `followed by '1'`},
+		{"SELECT ?e5", []any{1}, `followed by 'e'`},
+		{"SELECT x?", []any{1}, `follows 'x'`},
+		{"SELECT _?", []any{1}, `follows '_'`},
+		{"SELECT ?_", []any{1}, `followed by '_'`},
+		{"SELECT 'a'?", []any{"b"}, `follows '\''`}, // would be 'a''b'
+		{"SELECT ?'a'", []any{"b"}, `followed by '\''`},
+		{`SELECT "a"?`, []any{"b"}, `follows '"'`},
+		{"SELECT ?.5", []any{1}, `followed by '.'`}, // would be 1.5
+		{"SELECT 1.?", []any{5}, `follows '.'`},
+		{"SELECT $?", []any{1}, `follows '$'`},
+		{`SELECT \?`, []any{1}, `follows '\\'`},
+		{"SELECT é?", []any{1}, `follows 'é'`},
+		{"SELECT ?NULL", []any{nil}, `followed by 'N'`},
+		{"SELECT 1e-?", []any{5}, `follows "1e-", the start of a number's exponent`}, // would be 1e-5
+		{"SELECT .5E+?", []any{5}, `follows ".5E+"`},
+	}
+	for _, tt := range refused {
+		_, err := axl.Bind(tt.sql, tt.args...)
+		require.ErrorIs(t, err, axl.ErrBind, tt.sql)
+		assert.Contains(t, err.Error(), tt.msg, tt.sql)
+		assert.Contains(t, err.Error(), "put a space", tt.sql)
+	}
+	accepted := []struct {
+		sql  string
+		args []any
+		want string
+	}{
+		{"SELECT (?),[?]", []any{1, 2}, "SELECT (1),[2]"},
+		{"SELECT ?,?;", []any{"a", "b"}, "SELECT 'a','b';"},
+		{"SELECT -?+?*?/?%?", []any{-1, 2, 3, 4, 5}, "SELECT -(-1)+2*3/4%5"},
+		{"SELECT 1 WHERE ?=?|?<>?", []any{1, 1, 2, 3}, "SELECT 1 WHERE 1=1|2<>3"},
+		{"SELECT ?::INT,?!=?", []any{"1", 1, 2}, "SELECT '1'::INT,1!=2"},
+		{"SELECT size-?, e-?, x1e-?", []any{1, 2, 3}, "SELECT size-1, e-2, x1e-3"},
+		{"SELECT ?{c}?--c", []any{1, 2}, "SELECT 1{c}2--c"},
+		{"SELECT\t?\n", []any{1}, "SELECT\t1\n"},
+		{"?", []any{nil}, "NULL"},
+	}
+	for _, tt := range accepted {
+		got, err := axl.Bind(tt.sql, tt.args...)
+		require.NoError(t, err, tt.sql)
+		assert.Equal(t, tt.want, got, tt.sql)
+	}
 }

@@ -3,6 +3,7 @@ package axl_test
 import (
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -78,10 +79,14 @@ func TestS2SNodes(t *testing.T) {
 	}, updates)
 }
 
-// Several cores ensuring the same node at once store one row, and exactly
-// one of them reports creating it.
+// With axltest's unique index on cp_id, several cores ensuring the same
+// node at once store one row, and exactly one of them reports creating it:
+// the losers' inserts fail with -239 and they return the winner's row.
+// This proves the duplicate-key path, not that IM and Presence has such an
+// index (see TestS2SNodesDuplicates for a table without it).
 func TestEnsureS2SNodeConcurrent(t *testing.T) {
 	_, c := newServer(t, axltest.Config{})
+	c.MaxConcurrent = -1 // let the requests interleave
 	ctx := ctxT(t)
 	const n = 8
 	var (
@@ -112,6 +117,52 @@ func TestEnsureS2SNodeConcurrent(t *testing.T) {
 	assert.Len(t, nodes, 1)
 }
 
+// IM and Presence's table may lack a unique index on cp_id, and hold
+// several rows for one: List shows them all, Ensure uses the one with the
+// lowest pkid without inserting, Remove deletes them all.
+func TestS2SNodesDuplicates(t *testing.T) {
+	s, c := newServer(t, axltest.Config{})
+	ctx := ctxT(t)
+	db := s.DB()
+	_, err := db.Exec("DROP TABLE xmpps2snodes")
+	require.NoError(t, err)
+	_, err = db.Exec("CREATE TABLE xmpps2snodes (pkid VARCHAR(36) NOT NULL PRIMARY KEY, cp_id VARCHAR(128) NOT NULL)")
+	require.NoError(t, err)
+	const id = "cm-1_s2scp-1.edge-example-com"
+	for _, pkid := range []string{"b0000000-0000-4000-8000-000000000000", "a0000000-0000-4000-8000-000000000000", "c0000000-0000-4000-8000-000000000000"} {
+		cp := id
+		if pkid[0] == 'c' {
+			cp = "cm-1_s2scp-1.other-example-com"
+		}
+		_, err = db.Exec("INSERT INTO xmpps2snodes (pkid, cp_id) VALUES (?, ?)", pkid, cp)
+		require.NoError(t, err)
+	}
+
+	nodes, err := c.ListS2SNodes(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []axl.S2SNode{
+		{PKID: "a0000000-0000-4000-8000-000000000000", CPID: id},
+		{PKID: "b0000000-0000-4000-8000-000000000000", CPID: id},
+		{PKID: "c0000000-0000-4000-8000-000000000000", CPID: "cm-1_s2scp-1.other-example-com"},
+	}, nodes)
+
+	before := len(s.Calls())
+	n, created, err := c.EnsureS2SNode(ctx, id)
+	require.NoError(t, err)
+	assert.False(t, created)
+	assert.Equal(t, axl.S2SNode{PKID: "a0000000-0000-4000-8000-000000000000", CPID: id}, n)
+	for _, call := range s.Calls()[before:] {
+		assert.Equal(t, "executeSQLQuery", call.Function, "nothing inserted")
+	}
+
+	removed, err := c.RemoveS2SNode(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, 2, removed)
+	nodes, err = c.ListS2SNodes(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []axl.S2SNode{{PKID: "c0000000-0000-4000-8000-000000000000", CPID: "cm-1_s2scp-1.other-example-com"}}, nodes)
+}
+
 func TestS2SNodesPaddedColumns(t *testing.T) {
 	// Informix CHAR columns come back padded with blanks.
 	_, c := newServer(t, axltest.Config{Nodes: []axl.S2SNode{{PKID: "p  ", CPID: "cm-1_s2scp-1.a   "}}})
@@ -123,20 +174,67 @@ func TestS2SNodesPaddedColumns(t *testing.T) {
 func TestS2SNodesInvalid(t *testing.T) {
 	s, c := newServer(t, axltest.Config{})
 	ctx := ctxT(t)
-	for _, id := range []string{"", " x", "x ", "\tx"} {
-		_, _, err := c.EnsureS2SNode(ctx, id)
-		assert.ErrorIs(t, err, axl.ErrInvalidNode, "%q", id)
-		_, err = c.RemoveS2SNode(ctx, id)
-		assert.ErrorIs(t, err, axl.ErrInvalidNode, "%q", id)
+	for _, tt := range []struct{ id, reason string }{
+		{"", "empty"},
+		{" x", "white space"},
+		{"x ", "white space"},
+		{"\tx", "white space"},
+		{"a\nb", "characters other than"},
+		{"Cm-1_s2scp-1.edge", "upper-case"},
+		{"-cm-1", "not starting with a letter or digit"},
+		{".cm-1", "not starting with a letter or digit"},
+		{"cm 1", "characters other than"},
+		{"cm-1/s2s", "characters other than"},
+		{"zürich", "characters other than"},
+		{"'; drop table xmpps2snodes; --", "characters other than"},
+		{"x'); DROP TABLE xmpps2snodes; --", "upper-case"},
+		{strings.Repeat("a", 129), "129 bytes long"},
+	} {
+		_, _, err := c.EnsureS2SNode(ctx, tt.id)
+		require.ErrorIs(t, err, axl.ErrInvalidNode, "%q", tt.id)
+		var ne *axl.NodeError
+		require.ErrorAs(t, err, &ne, "%q", tt.id)
+		assert.Equal(t, tt.id, ne.CPID)
+		assert.Contains(t, ne.Reason, tt.reason, "%q", tt.id)
+		assert.Contains(t, err.Error(), "check the Expressway-E node names configured on the core")
+		var ae *axl.Error
+		require.ErrorAs(t, err, &ae)
+		assert.Equal(t, "executeSQLUpdate", ae.Function)
+		assert.Equal(t, s.URL(), ae.URL)
+
+		_, err = c.RemoveS2SNode(ctx, tt.id)
+		assert.ErrorIs(t, err, axl.ErrInvalidNode, "%q", tt.id)
 	}
-	_, _, err := c.EnsureS2SNode(ctx, "a\nb")
-	assert.ErrorIs(t, err, axl.ErrUnsafeValue)
-	assert.Empty(t, s.Calls(), "invalid ids are refused before any request")
+	for _, id := range []string{"a", "0", strings.Repeat("a", 128), "cm-2_s2scp-1.eft-xwye-a-coluc-com", "x..y__z--"} {
+		_, err := c.RemoveS2SNode(ctx, id)
+		assert.NoError(t, err, id)
+	}
+	assert.Len(t, s.Calls(), 5, "invalid ids are refused before any request")
 
 	// A server answering without the expected columns is reported.
 	raw := rawServer(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><n:executeSQLQueryResponse xmlns:n="http://www.cisco.com/AXL/API/12.5"><return><row><pkid>1</pkid></row></return></n:executeSQLQueryResponse></s:Body></s:Envelope>`)
 	})
-	_, err = raw.ListS2SNodes(ctx)
+	_, err := raw.ListS2SNodes(ctx)
 	assert.ErrorContains(t, err, `xmpps2snodes row without pkid and cp_id columns: pkid="1"`)
+	var ae *axl.Error
+	assert.ErrorAs(t, err, &ae)
+}
+
+// The helpers refuse the issue's hostile value, but Query and Update still
+// store and read it back verbatim (TestHostileValues): the check is a
+// second line of defence, not the quoting.
+func TestS2SNodesHostileThroughUpdate(t *testing.T) {
+	_, c := newServer(t, axltest.Config{})
+	ctx := ctxT(t)
+	const hostile = "'; drop table xmpps2snodes; --"
+	_, _, err := c.EnsureS2SNode(ctx, hostile)
+	require.ErrorIs(t, err, axl.ErrInvalidNode)
+	n, err := c.Update(ctx, "INSERT INTO xmpps2snodes (pkid, cp_id) VALUES (?, ?)", axl.NewPKID(), hostile)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	nodes, err := c.ListS2SNodes(ctx)
+	require.NoError(t, err)
+	require.Len(t, nodes, 1)
+	assert.Equal(t, hostile, nodes[0].CPID)
 }

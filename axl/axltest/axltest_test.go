@@ -229,3 +229,107 @@ func TestHandler(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []axl.S2SNode{{PKID: "p", CPID: "c"}}, nodes)
 }
+
+// executeSQLQuery cannot write, whatever follows or wraps the SELECT.
+func TestQueryReadOnly(t *testing.T) {
+	s := axltest.New(t, axltest.Config{Nodes: []axl.S2SNode{{PKID: "p", CPID: "c"}}})
+	c := s.Client()
+	ctx := ctxT(t)
+	attached := filepath.Join(t.TempDir(), "attached.db")
+	for _, stmt := range []string{
+		"SELECT 1 AS one; DELETE FROM xmpps2snodes",
+		"SELECT 1 AS one; DROP TABLE xmpps2snodes",
+		"WITH x AS (SELECT 1) DELETE FROM xmpps2snodes",
+		"WITH x AS (SELECT 1) INSERT INTO xmpps2snodes (pkid, cp_id) VALUES ('q', 'd')",
+		"SELECT 1 AS one; PRAGMA query_only = OFF; DELETE FROM xmpps2snodes",
+		"SELECT 1 AS one; ATTACH DATABASE '" + attached + "' AS a",
+		"SELECT 1 AS one; BEGIN",
+	} {
+		_, err := c.Query(ctx, stmt)
+		var f *axl.Fault
+		require.ErrorAs(t, err, &f, stmt)
+		assert.Equal(t, -1, f.Code, stmt)
+		assert.Contains(t, f.Message, "executeSQLQuery runs SELECT statements only", stmt)
+	}
+	assert.NoFileExists(t, attached)
+	nodes, err := c.ListS2SNodes(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []axl.S2SNode{{PKID: "p", CPID: "c"}}, nodes, "the table is intact")
+
+	// Reads still work, recursive ones too, and updates after them.
+	rows, err := c.Query(ctx, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3) SELECT x, upper('a') AS u FROM n")
+	require.NoError(t, err)
+	assert.Len(t, rows, 3)
+	n, err := c.Update(ctx, "DELETE FROM xmpps2snodes")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "the connection is writable again for updates")
+}
+
+// With Strict, the server checks the headers AXL documents; the axl client
+// passes.
+func TestStrict(t *testing.T) {
+	s := axltest.New(t, axltest.Config{Strict: true})
+	post := func(ctype, action string, actions ...string) (int, string) {
+		t.Helper()
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: axl.PinCertificates(s.Certificate())}}
+		t.Cleanup(hc.CloseIdleConnections)
+		req, err := http.NewRequestWithContext(ctxT(t), "POST", s.URL(), strings.NewReader(envelope))
+		require.NoError(t, err)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		if action != "" {
+			req.Header.Set("SOAPAction", action)
+		}
+		for _, a := range actions {
+			req.Header.Add("SOAPAction", a)
+		}
+		req.SetBasicAuth(axltest.DefaultUsername, axltest.DefaultPassword)
+		res, err := hc.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		return res.StatusCode, string(b)
+	}
+	const good = `"CUCM:DB ver=12.5 executeSQLQuery"`
+	for _, tt := range []struct {
+		name, ctype, action string
+		extra               []string
+		msg                 string
+	}{
+		{"no Content-Type", "", good, nil, "no Content-Type header"},
+		{"SOAP 1.2 type", "application/soap+xml; charset=utf-8", good, nil, "is not text/xml"},
+		{"Latin-1", "text/xml; charset=iso-8859-1", good, nil, "the charset must be utf-8"},
+		{"no SOAPAction", "text/xml; charset=utf-8", "", nil, "0 SOAPAction headers"},
+		{"two SOAPActions", "text/xml; charset=utf-8", good, []string{good}, "2 SOAPAction headers"},
+		{"unquoted", "text/xml; charset=utf-8", "CUCM:DB ver=12.5 executeSQLQuery", nil, "not a quoted string"},
+		{"no operation", "text/xml; charset=utf-8", `"CUCM:DB ver=12.5"`, nil, "is not of the form"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := post(tt.ctype, tt.action, tt.extra...)
+			assert.Equal(t, http.StatusInternalServerError, status)
+			assert.Contains(t, body, "<faultcode>soapenv:Client</faultcode>")
+			assert.Contains(t, body, "strict: ")
+			assert.Contains(t, body, tt.msg)
+		})
+	}
+	status, body := post("text/xml; charset=utf-8", good)
+	assert.Equal(t, http.StatusOK, status)
+	assert.Contains(t, body, "<count>0</count>")
+	status, _ = post("text/xml", good)
+	assert.Equal(t, http.StatusOK, status, "charset may be left out")
+
+	// The client passes, for both operations.
+	c := s.Client()
+	_, err := c.Update(ctxT(t), "DELETE FROM xmpps2snodes")
+	require.NoError(t, err)
+	_, err = c.Query(ctxT(t), "SELECT 1 AS one")
+	require.NoError(t, err)
+
+	// Without Strict, AXL's leniency: no headers at all is fine.
+	lax := axltest.New(t, axltest.Config{})
+	s = lax
+	status, _ = post("", "")
+	assert.Equal(t, http.StatusOK, status)
+}

@@ -13,7 +13,11 @@
 // quote string literals the same way (single quotes, doubled inside), so a
 // statement whose quoting is wrong fails or misbehaves here as it would on
 // IM and Presence; and since SQLite executes every statement of a
-// multi-statement text, an injected "; DROP TABLE" would really run.
+// multi-statement text, an injected "; DROP TABLE" in an update would
+// really run. Queries run read-only (an SQLite authorizer that allows
+// reads only), so executeSQLQuery cannot change the database whatever
+// follows the SELECT, as on AXL. With [Config.Strict] the server also
+// checks the Content-Type and SOAPAction headers a client sends.
 //
 // Tests can make the server throttle ([Server.Throttle]), hold requests
 // until released ([Server.Hold]) and inspect what it received
@@ -22,7 +26,8 @@
 // axl.Client that pins it.
 //
 // Informix specifics beyond quoting are not emulated, apart from the
-// newid() function that generates a pkid. The uniqueness of cp_id in
+// newid() function that generates a pkid. The unique index on cp_id in
 // xmpps2snodes is this package's assumption, not documented IM and
-// Presence behaviour.
+// Presence behaviour: tests that need the table without it can replace it
+// through [Server.DB].
 package axltest

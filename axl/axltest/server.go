@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"mime"
 	"net"
 	"net/http"
 	"regexp"
@@ -79,6 +80,13 @@ type Config struct {
 	Nodes []axl.S2SNode
 	// Logger receives a debug line per request; nil means no logging.
 	Logger *slog.Logger
+	// Strict makes the server refuse, with a SOAP Client fault, requests
+	// without a Content-Type of text/xml (charset, if given, UTF-8) or
+	// without a SOAPAction header quoted as SOAP 1.1 wants and naming the
+	// operation ("CUCM:DB ver=12.5 executeSQLQuery"). AXL itself is more
+	// lenient, which is why this is off by default; turn it on to check
+	// that a client sends what AXL documents.
+	Strict bool
 }
 
 // Throttling is how [Server.Throttle] refuses requests.
@@ -410,6 +418,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, call *Call) int {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Cisco AXL"`)
 		return page(w, http.StatusUnauthorized, "Unauthorized")
 	}
+	if s.cfg.Strict {
+		if err := strict(r); err != nil {
+			return fault(w, http.StatusInternalServerError, wire.Fault{FaultCode: "soapenv:Client", FaultString: err.Error(),
+				AXLCode: -1, HasAXLCode: true, AXLMessage: err.Error(), Request: opFromAction(call.SOAPAction)})
+		}
+	}
 	if how, ok := s.nextThrottle(); ok {
 		if how == ThrottleHTTP {
 			return page(w, http.StatusServiceUnavailable, "Service Unavailable")
@@ -514,6 +528,32 @@ func checkAction(action string, req wire.Request) error {
 		return fmt.Errorf("SOAPAction version %s differs from the request namespace version %s", m[1], req.Version)
 	case m[2] != "" && m[2] != req.Op:
 		return fmt.Errorf("SOAPAction operation %s differs from the request's %s", m[2], req.Op)
+	}
+	return nil
+}
+
+// strict checks the headers AXL documents (Config.Strict).
+func strict(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	mt, params, err := mime.ParseMediaType(ct)
+	switch {
+	case ct == "":
+		return errors.New("strict: no Content-Type header; send text/xml; charset=utf-8")
+	case err != nil || mt != "text/xml":
+		return fmt.Errorf("strict: Content-Type %q is not text/xml (SOAP 1.1)", ct)
+	case params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8"):
+		return fmt.Errorf("strict: Content-Type %q: the charset must be utf-8", ct)
+	}
+	values := r.Header.Values("SOAPAction")
+	if len(values) != 1 {
+		return fmt.Errorf("strict: %d SOAPAction headers; send one, e.g. \"CUCM:DB ver=12.5 executeSQLQuery\"", len(values))
+	}
+	action := values[0]
+	if len(action) < 2 || action[0] != '"' || action[len(action)-1] != '"' {
+		return fmt.Errorf("strict: SOAPAction %s is not a quoted string as SOAP 1.1 requires", action)
+	}
+	if m := actionRE.FindStringSubmatch(action[1 : len(action)-1]); m == nil || m[2] == "" {
+		return fmt.Errorf("strict: SOAPAction %s is not of the form \"CUCM:DB ver=X.Y operation\"", action)
 	}
 	return nil
 }

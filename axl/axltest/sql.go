@@ -2,6 +2,7 @@ package axltest
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"regexp"
@@ -17,11 +18,59 @@ import (
 )
 
 // query runs a SELECT and returns its rows, or the fault AXL would send.
-func (s *Server) query(ctx context.Context, stmt string) ([][]wire.Column, *wire.Fault) {
+// The statement runs read-only (see readOnly), so that neither a second
+// statement ("SELECT 1; DELETE …") nor a data-modifying one behind a WITH
+// can change the database.
+func (s *Server) query(ctx context.Context, stmt string) (_ [][]wire.Column, f *wire.Fault) {
 	if kw := firstKeyword(stmt); kw != "select" && kw != "with" {
 		return nil, clientFault(wire.OpQuery, -1, "executeSQLQuery runs SELECT statements only; use executeSQLUpdate for "+strings.ToUpper(kw))
 	}
-	rows, err := s.db.QueryContext(ctx, stmt)
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, sqlFault(wire.OpQuery, err)
+	}
+	defer conn.Close()
+	if err := setAuthorizer(conn, readOnly); err != nil {
+		return nil, sqlFault(wire.OpQuery, err)
+	}
+	defer func() {
+		// The connection goes back to the pool, and with an in-memory
+		// database it is the database: it must come back writable.
+		if err := setAuthorizer(conn, nil); err != nil && f == nil {
+			f = sqlFault(wire.OpQuery, err)
+		}
+	}()
+	return s.queryOn(ctx, conn, stmt)
+}
+
+// setAuthorizer installs fn (nil: none) on conn's SQLite connection.
+func setAuthorizer(conn *sql.Conn, fn sqlite.AuthorizerFn) error {
+	return conn.Raw(func(dc any) error {
+		r, ok := dc.(sqlite.AuthorizerRegisterer)
+		if !ok {
+			return errors.New("the SQLite driver has no authorizer")
+		}
+		return r.RegisterAuthorizer(fn)
+	})
+}
+
+// readOnly lets SQLite compile reads only: SELECT, reading columns,
+// functions other than load_extension, recursive CTEs. Unlike PRAGMA
+// query_only, a statement cannot turn it off.
+func readOnly(action sqlite.AuthorizerActionCode, _, arg2, _, _ string) sqlite.AuthorizerReturnCode {
+	switch action {
+	case sqlite.AuthSelect, sqlite.AuthRead, sqlite.AuthRecursive:
+		return sqlite.AuthorizerOK
+	case sqlite.AuthFunction:
+		if !strings.EqualFold(arg2, "load_extension") {
+			return sqlite.AuthorizerOK
+		}
+	}
+	return sqlite.AuthorizerDeny
+}
+
+func (s *Server) queryOn(ctx context.Context, conn *sql.Conn, stmt string) ([][]wire.Column, *wire.Fault) {
+	rows, err := conn.QueryContext(ctx, stmt)
 	if err != nil {
 		return nil, sqlFault(wire.OpQuery, err)
 	}
@@ -199,6 +248,9 @@ func sqlFault(op string, err error) *wire.Fault {
 		ifx, text = -217, fmt.Sprintf("Column (%s) not found in any table in the query (or SLV is undefined).", sub(noColumnRE))
 	case strings.Contains(msg, "syntax error") || strings.Contains(msg, "incomplete input") || strings.Contains(msg, "unrecognized token"):
 		ifx, text = -201, "A syntax error has occurred."
+	case code == sqlite3.SQLITE_AUTH || strings.Contains(msg, "not authorized"):
+		// What executeSQLQuery answers for a statement that writes.
+		ifx, text = -1, "executeSQLQuery runs SELECT statements only."
 	default:
 		ifx, text = -746, "SQL error."
 	}

@@ -23,11 +23,55 @@ func malformed(format string, args ...any) error {
 	return &MalformedError{Reason: fmt.Sprintf(format, args...)}
 }
 
+// Limits on what a document may make the parser hold, whatever its size.
+const (
+	// MaxDepth bounds element nesting. An AXL result is six levels deep
+	// (Envelope, Body, response, return, row, column); a fault as many.
+	MaxDepth = 32
+	// MaxCells bounds the rows plus columns of a query result. A cell
+	// costs a few bytes on the wire (<a/>) but some 50 in memory, so AXL's
+	// 8 MB result limit alone would allow a few hundred megabytes.
+	MaxCells = 1 << 18
+)
+
 // decoder is an xml.Decoder that remembers an error of the underlying
-// reader, so that such an error can be told apart from bad XML.
+// reader, so that such an error can be told apart from bad XML, and that
+// refuses elements nested deeper than MaxDepth.
 type decoder struct {
 	*xml.Decoder
-	src *errReader
+	src   *errReader
+	depth int
+}
+
+// Token is xml.Decoder.Token with the depth limit.
+func (d *decoder) Token() (xml.Token, error) {
+	tok, err := d.Decoder.Token()
+	switch tok.(type) {
+	case xml.StartElement:
+		if d.depth++; d.depth > MaxDepth {
+			return nil, malformed("elements nested deeper than %d levels", MaxDepth)
+		}
+	case xml.EndElement:
+		d.depth--
+	}
+	return tok, err
+}
+
+// Skip is xml.Decoder.Skip through the depth-limited Token.
+func (d *decoder) Skip() error {
+	for level := 1; level > 0; {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		switch tok.(type) {
+		case xml.StartElement:
+			level++
+		case xml.EndElement:
+			level--
+		}
+	}
+	return nil
 }
 
 type errReader struct {
@@ -58,6 +102,10 @@ func (d *decoder) fail(err error) error {
 	}
 	if d.src.err != nil {
 		return d.src.err
+	}
+	var me *MalformedError
+	if errors.As(err, &me) {
+		return me
 	}
 	var se *xml.SyntaxError
 	switch {
@@ -262,17 +310,33 @@ func ParseResponse(r io.Reader, op string) (*Response, error) {
 		sawReturn = true
 		if op == OpQuery {
 			resp.Rows = [][]Column{}
+			cells := 0
+			var prev []Column
 			return children(d, func(row xml.StartElement) error {
 				if row.Name.Local != "row" {
 					return d.fail(d.Skip())
 				}
 				cols := []Column{}
 				err := children(d, func(col xml.StartElement) error {
+					if cells++; cells > MaxCells {
+						return malformed("the result has more than %d rows and columns", MaxCells)
+					}
 					v, err := text(d, col, true)
-					cols = append(cols, Column{Name: col.Name.Local, Value: v})
+					name := col.Name.Local
+					// Rows repeat the column names: share the first
+					// row's strings.
+					if i := len(cols); i < len(prev) && prev[i].Name == name {
+						name = prev[i].Name
+					}
+					cols = append(cols, Column{Name: name, Value: v})
 					return err
 				})
+				// An empty row costs memory too.
+				if cells++; cells > MaxCells && err == nil {
+					err = malformed("the result has more than %d rows and columns", MaxCells)
+				}
 				resp.Rows = append(resp.Rows, cols)
+				prev = cols
 				return err
 			})
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -223,4 +224,73 @@ func TestRoundTrip(t *testing.T) {
 	gotReq, err := ParseRequest(&buf)
 	require.NoError(t, err)
 	assert.Equal(t, req, gotReq)
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// Nesting and the number of cells are bounded, whatever the document's
+// size, and the parser stops reading at the limit.
+func TestParseLimits(t *testing.T) {
+	const env = `<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">`
+	const resp = env + `<s:Body><n:executeSQLQueryResponse xmlns:n="http://www.cisco.com/AXL/API/12.5"><return>`
+	tests := []struct {
+		name, doc, reason string
+		maxRead           int
+	}{
+		{"deep header", env + "<s:Header>" + strings.Repeat("<a>", 1<<18), "nested deeper than 32 levels", 64 << 10},
+		{"deep in a skipped element", resp + "<x>" + strings.Repeat("<x>", 1<<18), "nested deeper than 32 levels", 64 << 10},
+		{"deep fault detail", env + "<s:Body><s:Fault><detail><axlError><x>" + strings.Repeat("<y>", 1<<18), "nested deeper than 32 levels", 64 << 10},
+		{"deep request", env + "<s:Body><n:executeSQLQuery xmlns:n='http://www.cisco.com/AXL/API/12.5'>" + strings.Repeat("<z>", 1<<18), "nested deeper than 32 levels", 64 << 10},
+		{"empty columns", resp + "<row>" + strings.Repeat("<c/>", 2*MaxCells), "more than 262144 rows and columns", MaxCells*4 + 64<<10},
+		{"empty rows", resp + strings.Repeat("<row/>", 2*MaxCells), "more than 262144 rows and columns", MaxCells*6 + 64<<10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &countingReader{r: strings.NewReader(tt.doc)}
+			var err error
+			if strings.Contains(tt.name, "request") {
+				_, err = ParseRequest(r)
+			} else {
+				_, err = ParseResponse(r, OpQuery)
+			}
+			var me *MalformedError
+			require.ErrorAs(t, err, &me)
+			assert.Contains(t, me.Reason, tt.reason)
+			assert.Less(t, r.n, tt.maxRead, "stops reading at the limit")
+		})
+	}
+
+	// At the limits, all is well: MaxCells/2 rows of one column each.
+	doc := resp + strings.Repeat("<row><a>1</a></row>", MaxCells/2) + "</return></n:executeSQLQueryResponse></s:Body></s:Envelope>"
+	got, err := ParseResponse(strings.NewReader(doc), OpQuery)
+	require.NoError(t, err)
+	assert.Len(t, got.Rows, MaxCells/2)
+	deep := env + "<s:Header>" + strings.Repeat("<a>", MaxDepth-2) + strings.Repeat("</a>", MaxDepth-2) + "</s:Header><s:Body><n:executeSQLQueryResponse xmlns:n='http://www.cisco.com/AXL/API/12.5'/></s:Body></s:Envelope>"
+	_, err = ParseResponse(strings.NewReader(deep), OpQuery)
+	require.NoError(t, err)
+}
+
+// Rows share their column names: a result's memory is its values, not
+// a copy of each name per row.
+func TestColumnNamesShared(t *testing.T) {
+	const resp = `<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><n:executeSQLQueryResponse xmlns:n="http://www.cisco.com/AXL/API/12.5"><return>`
+	doc := resp + strings.Repeat("<row><pkid>1</pkid><cp_id>2</cp_id></row>", 3) + "</return></n:executeSQLQueryResponse></s:Body></s:Envelope>"
+	got, err := ParseResponse(strings.NewReader(doc), OpQuery)
+	require.NoError(t, err)
+	require.Len(t, got.Rows, 3)
+	for _, row := range got.Rows[1:] {
+		for i, c := range row {
+			assert.Same(t, unsafe.StringData(got.Rows[0][i].Name), unsafe.StringData(c.Name))
+		}
+	}
 }
