@@ -39,21 +39,25 @@ func (e *Endpoint) ownCertValid(domain string) bool {
 // that a bad certificate can fall back to dialback instead of failing the
 // handshake.
 func (e *Endpoint) clientTLS(local, remote string, direct bool) (*tls.Config, error) {
-	var base *tls.Config
-	if e.TLS != nil {
-		base = e.TLS.Clone()
-	} else {
-		base = &tls.Config{}
+	// A fresh client config: Endpoint.TLS is a server configuration, and
+	// its ServerName, NextProtos, ClientAuth or verification hooks must
+	// not leak into the client role. Only the cryptographic preferences
+	// and the session cache carry over.
+	base := &tls.Config{
+		InsecureSkipVerify: true, //nolint:gosec // verified by verifyPeer, with RFC 6125 rules crypto/tls does not implement
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if c := e.certificateFor(local); c != nil {
+				return c, nil
+			}
+			return &tls.Certificate{}, nil
+		},
 	}
-	base.InsecureSkipVerify = true //nolint:gosec // verified by verifyPeer, per RFC 6125 rules crypto/tls does not implement
-	base.Certificates = nil
-	base.GetCertificate = nil
-	base.GetConfigForClient = nil
-	base.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		if c := e.certificateFor(local); c != nil {
-			return c, nil
-		}
-		return &tls.Certificate{}, nil
+	if e.TLS != nil {
+		base.MinVersion = e.TLS.MinVersion
+		base.MaxVersion = e.TLS.MaxVersion
+		base.CipherSuites = e.TLS.CipherSuites
+		base.CurvePreferences = e.TLS.CurvePreferences
+		base.ClientSessionCache = e.TLS.ClientSessionCache
 	}
 	return tlsmode.ClientConfig(base, remote, direct)
 }

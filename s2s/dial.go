@@ -80,6 +80,13 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 		return nil, features{}, &Error{Op: op, Local: l, Remote: remote, Err: err}
 	}
 	local, remote = l, r
+	if !verifyOnly {
+		// Verify-only streams carry no stanzas and are checked by the
+		// caller before it asks anything of remote.
+		if err := e.policy(local, remote); err != nil {
+			return nil, features{}, &Error{Op: op, Local: local, Remote: remote, Err: err}
+		}
+	}
 	res := e.resolver()
 	targets, err := res.LookupServer(ctx, remote)
 	if err != nil {
@@ -132,11 +139,14 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 // (a stream error either way, a certificate refused): those would repeat on
 // every node of the remote domain.
 func nextTargetAfter(err error) bool {
-	var se *Error
-	if errors.As(err, &se) && se.Condition.Err != "" {
+	if errors.Is(err, ErrCertificate) {
 		return false
 	}
-	return !errors.Is(err, ErrCertificate)
+	if errors.Is(err, ErrTimeout) {
+		return true // a target that accepts TCP and then stays silent
+	}
+	var se *Error
+	return !errors.As(err, &se) || se.Condition.Err == ""
 }
 
 type tlsHandshakeError struct{ err error }
@@ -460,6 +470,9 @@ func (s *Stream) Authorize(ctx context.Context, local, remote string) error {
 	if s.Authorized(local, remote) {
 		return nil
 	}
+	if err := s.ep.policy(local, remote); err != nil {
+		return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: err}
+	}
 	if remote != info.Remote {
 		if err := s.canMultiplexTarget(ctx, remote); err != nil {
 			return &Error{Op: "dialback", Local: local, Remote: remote, StreamID: info.ID, Err: err}
@@ -536,8 +549,12 @@ func (s *Stream) canMultiplexTarget(ctx context.Context, remote string) error {
 	if !dbErrors {
 		return errors.New("peer does not support dialback errors, so the stream cannot carry another target domain")
 	}
-	if cs, ok := s.tlsState(); ok && s.ep.verifyPeer(cs, remote) == nil {
+	cs, isTLS := s.tlsState()
+	if isTLS && s.ep.verifyPeer(cs, remote) == nil {
 		return nil
+	}
+	if s.ep.requireValidCert(remote) {
+		return fmt.Errorf("%w: a valid certificate is required for %s and this stream's peer has none for it", ErrCertificate, remote)
 	}
 	peer, err := netip.ParseAddrPort(s.transport().RemoteAddr().String())
 	if err != nil {

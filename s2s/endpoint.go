@@ -82,8 +82,18 @@ type Endpoint struct {
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 
+	// RemotePolicy, if set, is asked before anything is done for a remote
+	// domain: before Dial connects out, before a db:result is verified
+	// (so a denied domain cannot make us connect anywhere) and before SASL
+	// EXTERNAL succeeds. A non-nil error refuses: Dial returns it wrapped
+	// with ErrPolicy; inbound, the dialback answer is <policy-violation/>
+	// and SASL fails with <not-authorized/>. It must be fast and safe for
+	// concurrent use; the federation engine puts its privacy mode here.
+	RemotePolicy func(local, remote string) error
+
 	// OnStateChange, if set, is called on every state change of every stream,
-	// synchronously from the goroutine that caused it: keep it fast.
+	// synchronously from the goroutine that caused it: keep it fast, and do
+	// not call the stream's Close from it (Close waits for that goroutine).
 	OnStateChange func(StateChange)
 }
 
@@ -95,6 +105,21 @@ func (e *Endpoint) check(op string) error {
 		return &Error{Op: op, Err: fmt.Errorf("%w: no Domains", ErrConfig)}
 	case e.Keys == nil:
 		return &Error{Op: op, Err: fmt.Errorf("%w: no dialback Keys (secret)", ErrConfig)}
+	case e.Security > tlsmode.NoTLS:
+		return &Error{Op: op, Err: fmt.Errorf("%w: invalid security mode %d", ErrConfig, e.Security)}
+	}
+	switch k := e.Keys.(type) {
+	case dialback.Keyring:
+		if len(k) == 0 {
+			return &Error{Op: op, Err: fmt.Errorf("%w: empty dialback Keyring", ErrConfig)}
+		}
+	case dialback.Generator:
+		if len(k.Secret) == 0 {
+			return &Error{Op: op, Err: fmt.Errorf("%w: empty dialback secret", ErrConfig)}
+		}
+	}
+	if op == "serve" && e.Security == tlsmode.Required && !e.hasCertificate(e.defaultDomain()) {
+		return &Error{Op: op, Err: fmt.Errorf("%w: security mode is TLS required but no certificate is configured, so no peer could connect", ErrConfig)}
 	}
 	for _, d := range e.Domains {
 		if _, err := srv.NormalizeDomain(d); err != nil {
@@ -152,6 +177,17 @@ func (e *Endpoint) defaultDomain() string {
 		}
 	}
 	return "localhost"
+}
+
+// policy asks RemotePolicy about a pair.
+func (e *Endpoint) policy(local, remote string) error {
+	if e.RemotePolicy == nil {
+		return nil
+	}
+	if err := e.RemotePolicy(local, remote); err != nil {
+		return fmt.Errorf("%w: %w", ErrPolicy, err)
+	}
+	return nil
 }
 
 func (e *Endpoint) requireValidCert(remote string) bool {

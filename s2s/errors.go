@@ -32,6 +32,9 @@ var (
 	// XEP-0288, is not negotiated).
 	ErrWrongDirection = errors.New("stanzas are sent on outbound streams only")
 
+	// ErrPolicy: the Endpoint's RemotePolicy refused the remote domain.
+	ErrPolicy = errors.New("refused by federation policy")
+
 	// ErrConfig: the Endpoint lacks a setting it needs.
 	ErrConfig = errors.New("endpoint configuration incomplete")
 

@@ -249,8 +249,8 @@ func TestAuthoritativeRole(t *testing.T) {
 // node), so that post-authentication violations can be sent by hand.
 func authenticatedRaw(t *testing.T) (*rawPeer, *node) {
 	n := newTestNet(t)
-	n.server([]string{"a.test"}, withMode(tlsmode.NoTLS))
-	b := n.server([]string{"b.test"}, withMode(tlsmode.NoTLS))
+	n.server([]string{"a.test", "a2.test"}, withMode(tlsmode.NoTLS))
+	b := n.server([]string{"b.test", "b2.test"}, withMode(tlsmode.NoTLS))
 	p := dialRaw(t, b)
 	p.send(rawHeader)
 	h, err := p.until("stream")
@@ -276,6 +276,7 @@ func TestAuthorizedStreamAddressing(t *testing.T) {
 		{"invalid to", "<message from='juliet@a.test' to='@@b.test'><body>x</body></message>", "improper-addressing"},
 		{"forged from domain", "<message from='eve@evil.test' to='romeo@b.test'><body>x</body></message>", "invalid-from"},
 		{"to a domain not served", "<message from='juliet@a.test' to='romeo@c.test'><body>x</body></message>", "host-unknown"},
+		{"to a served domain not validated for the sender", "<message from='juliet@a.test' to='romeo@b2.test'><body>x</body></message>", "host-unknown"},
 		{"not a stanza", "<foo xmlns='jabber:server'/>", "unsupported-stanza-type"},
 	}
 	for _, tc := range tests {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,6 +85,12 @@ type inbound struct {
 	peerFrom      string // header 'from' (normalised), may be empty
 	pendingVerify map[Pair]bool
 	v1            bool
+
+	// gen counts stream restarts (STARTTLS, SASL). A dialback verdict is
+	// applied only to the generation it was asked in: whatever was learnt
+	// before a restart is forgotten (RFC 6120 §5.4.3.3, §6.4.6). Guarded by
+	// mu; changed with wmu also held.
+	gen uint64
 }
 
 func (in *inbound) run() error {
@@ -236,12 +243,8 @@ func (in *inbound) starttls() (bool, error) {
 	if _, isTLS := in.tlsState(); isTLS {
 		return false, in.fail("starttls", stream.PolicyViolation, "TLS is already established", nil)
 	}
-	in.mu.Lock()
-	started := len(in.valid) + len(in.pendingVerify)
-	in.mu.Unlock()
-	if started > 0 {
-		// RFC 6120 §5.3.1: TLS comes before authentication. Refusing here
-		// means no verdict reached before TLS can leak into the TLS stream.
+	if in.started() {
+		// RFC 6120 §5.3.1: TLS comes before authentication.
 		return false, in.fail("starttls", stream.PolicyViolation, "STARTTLS after dialback has started", nil)
 	}
 	local := in.Info().Local
@@ -250,10 +253,9 @@ func (in *inbound) starttls() (bool, error) {
 		in.mu.Lock()
 		in.closing = true
 		in.mu.Unlock()
-		in.wmu.Lock()
-		tlsmode.WriteFailure(in.w)
-		in.w.Flush()
-		in.wmu.Unlock()
+		var failure bytes.Buffer
+		tlsmode.WriteFailure(&failure)
+		in.write(failure.Bytes())
 		in.end(&Error{Op: "starttls", Local: local, Remote: in.peerFrom, Err: errors.New("STARTTLS refused: security mode is No TLS or no certificate is configured")})
 		return false, in.doneErr
 	}
@@ -263,6 +265,10 @@ func (in *inbound) starttls() (bool, error) {
 	// Hold the write lock across <proceed/>, the handshake and the swap so
 	// that nothing else is written in the middle of the TLS handshake.
 	in.wmu.Lock()
+	if !in.restart() {
+		in.wmu.Unlock()
+		return false, in.fail("starttls", stream.PolicyViolation, "STARTTLS after dialback has started", nil)
+	}
 	if err := in.writeLocked([]byte("<proceed xmlns='" + nsTLS + "'/>")); err != nil {
 		in.wmu.Unlock()
 		return false, in.readFailure("starttls", err)
@@ -327,12 +333,49 @@ func (in *inbound) sasl(start xml.StartElement) (bool, error) {
 	if err := in.ep.verifyPeer(cs, in.peerFrom); err != nil {
 		return failure("not-authorized", err.Error())
 	}
-	if err := in.writeString("<success xmlns='" + NSSASL + "'/>"); err != nil {
+	local := in.Info().Local
+	if err := in.ep.policy(local, in.peerFrom); err != nil {
+		return failure("not-authorized", err.Error())
+	}
+	p := Pair{Local: local, Remote: in.peerFrom}
+	in.wmu.Lock()
+	if !in.restart() {
+		in.wmu.Unlock()
+		// A dialback verdict due on this stream would land in the middle
+		// of the restart.
+		return failure("temporary-auth-failure", "dialback verification in progress")
+	}
+	in.mu.Lock()
+	wasPending := in.markValidLocked(p, AuthExternal)
+	in.mu.Unlock()
+	err := in.writeLocked([]byte("<success xmlns='" + NSSASL + "'/>"))
+	in.wmu.Unlock()
+	if err != nil {
 		return false, in.readFailure("sasl", err)
 	}
-	in.authorize(Pair{Local: in.Info().Local, Remote: in.peerFrom}, AuthExternal)
+	in.afterAuthorize(p, AuthExternal, wasPending)
 	in.resetReader()
 	return true, nil
+}
+
+// started reports whether dialback has begun on this stream.
+func (in *inbound) started() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.valid)+len(in.pendingVerify) > 0
+}
+
+// restart begins a new stream generation, unless a dialback verification
+// is still pending (its verdict belongs to the old one). The caller holds
+// wmu, so no verdict is being written meanwhile.
+func (in *inbound) restart() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.pendingVerify) > 0 {
+		return false
+	}
+	in.gen++
+	return true
 }
 
 // stanza delivers one stanza or refuses the stream (RFC 6120 §8.1, the
@@ -352,10 +395,12 @@ func (in *inbound) stanza(start xml.StartElement) error {
 	}
 	from, to := norm(st.From.Domainpart()), norm(st.To.Domainpart())
 	if !in.Authorized(to, from) {
-		if !in.ep.Serves(to) {
-			return in.fail("serve", stream.HostUnknown, "stanza to "+to+", a domain not served here", nil)
+		if !in.ep.Serves(to) || in.senderValidated(from) {
+			// s2s-stream.md §8: the sender is known but this target is not
+			// part of a validated pair (or not served at all).
+			return in.fail("serve", stream.HostUnknown, "stanza to "+to+", not a domain validated for "+from+" on this stream", nil)
 		}
-		return in.fail("serve", stream.InvalidFrom, "stanza from "+from+", not authorized on this stream for "+to, nil)
+		return in.fail("serve", stream.InvalidFrom, "stanza from "+from+", a domain not validated on this stream", nil)
 	}
 	if st.XML, err = in.r.Element(start); err != nil {
 		return in.readFailure("serve", err)
@@ -364,6 +409,19 @@ func (in *inbound) stanza(start xml.StartElement) error {
 		in.h.ServeStanza(in.ctx, st)
 	}
 	return nil
+}
+
+// senderValidated reports whether remote is authorized for some local
+// domain on this stream.
+func (in *inbound) senderValidated(remote string) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for p := range in.valid {
+		if p.Remote == remote {
+			return true
+		}
+	}
+	return false
 }
 
 // dialback handles a dialback element on an inbound stream.
@@ -426,8 +484,21 @@ func (in *inbound) result(req *dialback.Result) {
 	case in.Authorized(target, sender):
 		in.answerResult(req, dialback.TypeValid, nil)
 		return
+	case isIPLiteral(sender):
+		// Dialback for an IP address would make us connect wherever the
+		// peer names; XMPP servers federate by domain name.
+		in.answerResult(req, dialback.TypeError, dbError(stanza.Modify, stanza.PolicyViolation))
+		return
+	}
+	if err := e.policy(target, sender); err != nil {
+		// Before any verification, so a denied domain cannot make us
+		// connect out (dialback.md §7.10).
+		in.lg().Info("dialback refused by federation policy", slog.String(logkey.Remote, sender), slog.Any(logkey.Err, err))
+		in.answerResult(req, dialback.TypeError, dbError(stanza.Cancel, stanza.PolicyViolation))
+		return
 	}
 	in.mu.Lock()
+	gen := in.gen
 	dup := in.pendingVerify[p]
 	full := len(in.pendingVerify) >= maxPendingVerify
 	if !dup && !full {
@@ -447,12 +518,12 @@ func (in *inbound) result(req *dialback.Result) {
 		certErr := e.verifyPeer(cs, sender)
 		if certErr == nil {
 			// XEP-0344: the certificate already proves the sender domain.
-			in.finishVerify(p, req, dialback.TypeValid, nil, nil)
+			in.finishVerify(gen, p, req, dialback.TypeValid, nil, nil)
 			return
 		}
 		if e.requireValidCert(sender) {
 			in.lg().Warn("dialback refused: valid certificate required", slog.String(logkey.Remote, sender), slog.Any(logkey.Err, certErr))
-			in.finishVerify(p, req, dialback.TypeError, dbError(stanza.Auth, stanza.NotAuthorized), nil)
+			in.finishVerify(gen, p, req, dialback.TypeError, dbError(stanza.Auth, stanza.NotAuthorized), nil)
 			return
 		}
 	}
@@ -461,55 +532,83 @@ func (in *inbound) result(req *dialback.Result) {
 	go func() {
 		defer in.wg.Done()
 		t, serr, vs, err := e.verifyDialbackKey(in.ctx, target, sender, id, req.Key)
-		in.finishVerify(p, req, t, serr, err)
+		in.finishVerify(gen, p, req, t, serr, err)
 		if vs != nil {
 			vs.lg().Info("closing stream used for dialback only")
-			vs.Close()
+			vs.closeAsync()
+			select {
+			case <-vs.done:
+			case <-in.ctx.Done(): // our inbound stream is gone: do not wait
+				vs.end(nil)
+			}
+			<-vs.readDone
 		}
 	}()
 }
 
 // finishVerify turns the authoritative server's verdict into the answer to
-// the originating server.
-func (in *inbound) finishVerify(p Pair, req *dialback.Result, t dialback.Type, authErr *stanza.Error, err error) {
-	in.mu.Lock()
-	pending := in.pendingVerify[p]
-	delete(in.pendingVerify, p)
-	closed := in.info.State == Closed
-	in.mu.Unlock()
-	if closed || !pending {
-		return
-	}
+// the originating server. The verdict applies only if the stream is still
+// in generation gen and the request still pending; the pair is marked and
+// the answer written under the write lock, so that no restart can come
+// between them.
+func (in *inbound) finishVerify(gen uint64, p Pair, req *dialback.Result, t dialback.Type, authErr *stanza.Error, err error) {
+	var answer dialback.Result
 	switch {
 	case err != nil:
-		cond := stanza.RemoteServerNotFound
-		typ := stanza.Cancel
+		cond, typ := stanza.RemoteServerNotFound, stanza.Cancel
 		if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrStreamClosed) {
 			cond, typ = stanza.RemoteServerTimeout, stanza.Wait
 		}
 		in.lg().Warn("dialback verification failed", slog.String(logkey.Remote, p.Remote), slog.Any(logkey.Err, err))
-		in.answerResult(req, dialback.TypeError, dbError(typ, cond))
+		answer = req.Answer(dialback.TypeError, dbError(typ, cond))
 	case t == dialback.TypeValid:
-		in.authorize(p, AuthDialback)
-		in.answerResult(req, dialback.TypeValid, nil)
+		answer = req.Answer(dialback.TypeValid, nil)
 	case t == dialback.TypeInvalid:
 		in.lg().Warn("dialback key INVALID: wrong dialback secret or spoofed domain", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote))
-		in.mu.Lock()
-		others := len(in.valid)
-		in.mu.Unlock()
-		if others > 0 {
-			in.answerResult(req, dialback.TypeError, dbError(stanza.Auth, stanza.Forbidden))
-			return
-		}
-		in.lg().Info("dialback answer", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("type", string(dialback.TypeInvalid)))
-		in.failAfter("dialback", marshal(req.Answer(dialback.TypeInvalid, nil)), stream.NotAuthorized, "dialback key invalid", ErrDialbackInvalid)
+		answer = req.Answer(dialback.TypeInvalid, nil)
+	case authErr != nil && authErr.Condition == stanza.NotAuthorized:
+		answer = req.Answer(dialback.TypeError, authErr)
 	default:
-		if authErr != nil && authErr.Condition == stanza.NotAuthorized {
-			in.answerResult(req, dialback.TypeError, authErr)
-			return
-		}
-		in.answerResult(req, dialback.TypeError, dbError(stanza.Cancel, stanza.RemoteServerNotFound))
+		answer = req.Answer(dialback.TypeError, dbError(stanza.Cancel, stanza.RemoteServerNotFound))
 	}
+
+	in.wmu.Lock()
+	in.mu.Lock()
+	current := in.pendingVerify[p] && in.gen == gen && in.info.State != Closed
+	delete(in.pendingVerify, p)
+	wasPending, others := false, len(in.valid)
+	if current && answer.Type == dialback.TypeValid {
+		wasPending = in.markValidLocked(p, AuthDialback)
+	}
+	if current && answer.Type == dialback.TypeInvalid && others > 0 {
+		// Other pairs are valid on this stream: refuse this one without
+		// closing the stream (XEP-0220 §2.4).
+		answer = req.Answer(dialback.TypeError, dbError(stanza.Auth, stanza.Forbidden))
+	}
+	in.mu.Unlock()
+	if !current {
+		in.wmu.Unlock()
+		in.lg().Info("dropping a dialback verdict for a stream that has restarted or ended", slog.String(logkey.Remote, p.Remote))
+		return
+	}
+	if answer.Type == dialback.TypeInvalid {
+		in.wmu.Unlock()
+		in.lg().Info("dialback answer", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("type", string(dialback.TypeInvalid)))
+		in.failAfter("dialback", marshal(answer), stream.NotAuthorized, "dialback key invalid", ErrDialbackInvalid)
+		return
+	}
+	in.writeLocked(marshal(answer))
+	in.wmu.Unlock()
+	in.lg().Info("dialback answer", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("type", string(answer.Type)))
+	if answer.Type == dialback.TypeValid {
+		in.afterAuthorize(p, AuthDialback, wasPending)
+	}
+}
+
+// isIPLiteral reports whether a domain is an IP address.
+func isIPLiteral(domain string) bool {
+	_, err := netip.ParseAddr(strings.Trim(domain, "[]"))
+	return err == nil
 }
 
 // authoritative answers a db:verify request with the shared secret

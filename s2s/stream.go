@@ -176,17 +176,33 @@ func (s *Stream) setIDs(local, remote, id string) {
 // authorize marks a pair valid and moves the stream to CONNECTED.
 func (s *Stream) authorize(p Pair, m AuthMethod) {
 	s.mu.Lock()
+	wasPending := s.markValidLocked(p, m)
+	s.mu.Unlock()
+	s.afterAuthorize(p, m, wasPending)
+}
+
+// markValidLocked records an authorized pair; s.mu is held. It reports
+// whether the stream was PENDING until now.
+func (s *Stream) markValidLocked(p Pair, m AuthMethod) (wasPending bool) {
 	s.valid[p] = m
 	if s.info.Auth == AuthNone {
 		s.info.Auth = m
 	}
-	from := s.info.State
-	if from == Pending {
+	wasPending = s.info.State == Pending
+	if wasPending {
 		s.info.State = Connected
 	}
-	dir := s.info.Direction
-	s.mu.Unlock()
-	if dir == Inbound {
+	return wasPending
+}
+
+// afterAuthorize does what follows an authorization outside the locks:
+// deadline, log, state change callback.
+func (s *Stream) afterAuthorize(p Pair, m AuthMethod, wasPending bool) {
+	from := Connected
+	if wasPending {
+		from = Pending
+	}
+	if s.Info().Direction == Inbound {
 		// Authenticated: the unauthenticated-lifetime bound no longer applies.
 		s.transport().SetReadDeadline(time.Time{})
 	}
@@ -210,12 +226,15 @@ func (s *Stream) stateChange(from, to State, err error) {
 // end marks the stream closed (once), closes the transport and wakes every
 // waiter.
 func (s *Stream) end(err error) {
+	var from State
+	ended := false
 	s.endOnce.Do(func() {
+		ended = true
 		s.mu.Lock()
 		if s.cause != nil {
 			err = s.cause // the reason we failed the stream, not what the peer did next
 		}
-		from := s.info.State
+		from = s.info.State
 		s.info.State = Closed
 		pend := s.pending
 		vers := s.verifies
@@ -231,8 +250,11 @@ func (s *Stream) end(err error) {
 		for _, c := range vers {
 			c <- answer{err: ErrStreamClosed}
 		}
-		s.stateChange(from, Closed, err)
 	})
+	if ended {
+		// Outside the Once, so that a callback may look at the stream.
+		s.stateChange(from, Closed, err)
+	}
 }
 
 // write sends raw XML. Writes are serialised; a failed write ends the

@@ -238,6 +238,12 @@ func (r *Reader) Header() (xml.StartElement, error) {
 				return xml.StartElement{}, violation(stream.NotWellFormed, "text before the stream header", nil)
 			}
 		case xml.StartElement:
+			if len(t.Attr) > r.lim.MaxAttrs {
+				return xml.StartElement{}, violation(stream.PolicyViolation, fmt.Sprintf("more than %d attributes", r.lim.MaxAttrs), nil)
+			}
+			if dup := duplicateAttr(t.Attr); dup != "" {
+				return xml.StartElement{}, violation(stream.NotWellFormed, "attribute "+dup+" repeated in the stream header", nil)
+			}
 			if t.Name.Space != NSStream || t.Name.Local != "stream" {
 				return t.Copy(), violation(stream.InvalidNamespace, "stream header is not <stream:stream> in "+NSStream, nil)
 			}

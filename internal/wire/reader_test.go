@@ -63,6 +63,7 @@ func TestReader(t *testing.T) {
 		{name: "repeated attribute", in: hdr + "<message from='a@b' to='c@d' from='e@f'/>", cond: stream.NotWellFormed},
 		{name: "repeated attribute in payload", in: hdr + "<message><x xmlns='urn:x' a='1' a='2'/></message>", cond: stream.NotWellFormed},
 		{name: "same local name, other namespaces", in: hdr + "<a xmlns:p='urn:p' p:x='1' x='2'/></stream:stream>", want: []string{"<a xmlns:a0='urn:p' a0:x='1' x='2'></a>"}},
+		{name: "repeated header attribute", in: "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='a' to='b'>", cond: stream.NotWellFormed},
 		{name: "text at top level", in: hdr + "text<a/>", cond: stream.BadFormat},
 		{name: "large but within limit", in: hdr + "<a>" + strings.Repeat("x", 900) + "</a></stream:stream>", lim: Limits{MaxElement: 1000}, want: []string{"<a>" + strings.Repeat("x", 900) + "</a>"}},
 	}
