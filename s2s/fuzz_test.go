@@ -2,12 +2,14 @@ package s2s_test
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/xmppfed/xmppfed/internal/testpki"
 	"github.com/xmppfed/xmppfed/s2s"
 	"github.com/xmppfed/xmppfed/srv/srvtest"
 	"github.com/xmppfed/xmppfed/tlsmode"
@@ -16,7 +18,8 @@ import (
 // FuzzServeConn feeds arbitrary bytes to the receiving side's stream header,
 // feature and element parsing. Whatever arrives, ServeConn must return
 // within its bounds, and nothing can be delivered: no peer can authenticate
-// (the DNS knows no authoritative server).
+// (the DNS knows no authoritative server). The first argument picks the
+// security mode, so the STARTTLS and SASL paths are reached too.
 func FuzzServeConn(f *testing.F) {
 	for _, s := range []string{
 		rawHeader + "</stream:stream>",
@@ -28,15 +31,18 @@ func FuzzServeConn(f *testing.F) {
 		"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='b.test'>",
 		"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:server' to='b.test' version='2.5'><stream:error><host-gone xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
 	} {
-		f.Add([]byte(s))
+		f.Add(uint8(tlsmode.NoTLS), []byte(s))
+		f.Add(uint8(tlsmode.Optional), []byte(s))
 	}
 	dns := srvtest.New(f, "")
-	f.Fuzz(func(t *testing.T, in []byte) {
+	cert := testpki.SelfSigned(f, "b.test")
+	f.Fuzz(func(t *testing.T, mode uint8, in []byte) {
 		var delivered atomic.Int32
 		ep := &s2s.Endpoint{
 			Domains:            []string{"b.test"},
 			Keys:               secretFor("b.test"),
-			Security:           tlsmode.NoTLS,
+			Security:           tlsmode.Mode(mode % 3),
+			TLS:                &tls.Config{Certificates: []tls.Certificate{cert}},
 			Resolver:           dns.Resolver(),
 			NegotiationTimeout: time.Second,
 			VerifyTimeout:      time.Second,
