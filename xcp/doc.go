@@ -14,7 +14,9 @@
 // XEP-0114, may send stanzas from those foreign domains. Several components
 // may serve one domain; they share its load and take over from each other.
 // A stanza nobody can take is bounced to its sender with a stanza error
-// (<item-not-found/>, <remote-server-not-found/>), never dropped silently.
+// (<item-not-found/>, <remote-server-not-found/>, <remote-server-timeout/>,
+// <resource-constraint/>), never dropped silently; Router.Shutdown delivers
+// or bounces what it holds before it closes the links.
 // Who dials whom is configured apart from who routes: on Expressway the
 // core, inside the firewall, opens 7400 towards the edge in the DMZ, so the
 // router dials ([Component.Addr]) and the edge's Link listens
@@ -23,11 +25,18 @@
 //
 // A Link reconnects by itself with jittered back-off, keeps what is sent
 // while the router is away in a bounded queue and delivers it in order once
-// the stream is back, and bounces what overflows or waits too long. Both
-// ends send a space when idle and declare a silent peer dead. Queues are
-// bounded end to end, so a slow component slows its senders instead of
-// growing memory. Streams are read by a scanner that checks each stanza is
-// well-formed restricted XML (RFC 6120 §11) within the size and depth
-// limits and then forwards its bytes untouched; bad input ends the stream
-// with the RFC 6120 stream error that names the fault.
+// the stream is back, and bounces what waits too long. XEP-0114 has no
+// acknowledgements, so delivery is at most once: a stanza handed to the
+// operating system is not sent again if the connection then fails, one
+// that was not is. Both ends send a space when idle and declare a silent
+// peer dead. Queues are bounded end to end, in stanzas and in bytes, so a
+// slow component slows its senders instead of growing memory. Streams are
+// read by a scanner that checks each stanza is well-formed restricted XML
+// (RFC 6120 §11) and namespace-well-formed (reserved namespaces, attributes
+// compared by resolved name) within the size and depth limits, and that it
+// is in the stream's content namespace; its bytes are then forwarded
+// untouched but for an xmlns attribute naming that namespace, which is
+// dropped so that the stanza takes the namespace of the stream it goes out
+// on. Bad input ends the stream with the RFC 6120 stream error that names
+// the fault.
 package xcp

@@ -37,8 +37,9 @@ var (
 	// (stream error <conflict/>).
 	ErrConflict = errors.New("xcp: component already connected (conflict)")
 
-	// ErrQueueFull: a stanza could not be queued because the link is down and
-	// its queue is full. The stanza has been bounced to the sender.
+	// ErrQueueFull: Send refused a stanza because the link is down (or
+	// went down while Send waited) and its queue is full. The stanza was
+	// not bounced: the caller may retry it, or answer its sender.
 	ErrQueueFull = errors.New("xcp: link queue full while the router is unreachable")
 
 	// ErrClosed: the Link or Router has been closed.
@@ -130,6 +131,8 @@ func hint(err error) string {
 		return "the other end has no component of this name: add it to the router's component list, or fix the name on the component"
 	case errors.Is(err, ErrConflict):
 		return "another node is connected with the same component name: give every node its own component name, or stop the duplicate"
+	case errors.Is(err, stream.InvalidFrom):
+		return "a from address was refused: a component may send only from its own domains (the S2S default route also from non-local ones), and each end must answer with the component name the other expects"
 	case errors.Is(err, stream.InvalidNamespace):
 		return "the other end speaks another protocol on this port: the router dials components with jabber:component:connect, components dial the router with jabber:component:accept"
 	case errors.Is(err, syscall.ECONNREFUSED):

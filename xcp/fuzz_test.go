@@ -78,6 +78,11 @@ func FuzzScan(f *testing.F) {
 		`<message to='a@b' from='c'><body>x</body></message>`,
 		`<iq xmlns:p='urn:p' type='get' id='1'><p:q p:x='&amp;'/></iq>`,
 		`<presence><![CDATA[ <> ]]></presence></stream:stream>`,
+		`<message xmlns:a='urn:x' xmlns:b='urn:x' a:c='1' b:c='2'/>`,
+		`<message xmlns:a='urn:x' xmlns:b='urn:y' a:c='1' b:c='2' xml:lang='en'/>`,
+		`<message xmlns:xml='http&#58;//www.w3.org/XML/1998/namespace'><x xmlns='http://www.w3.org/2000/xmlns/'/></message>`,
+		`<message xmlns='jabber:component:accept' to='a'/><iq xmlns='jabber:server'/>`,
+		`<message to='a'><z xmlns=''><w/></z></message>`,
 	)
 	f.Fuzz(func(t *testing.T, body string) {
 		in := testHeader + body
@@ -97,39 +102,19 @@ func FuzzScan(f *testing.F) {
 
 func checkWithEncodingXML(t *testing.T, el element) {
 	t.Helper()
-	wrapped := `<w xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>` + string(el.raw) + `</w>`
-	d := xml.NewDecoder(strings.NewReader(wrapped))
-	var top *xml.StartElement
-	depth := 0
-	for {
-		tok, err := d.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("encoding/xml rejects %q: %v", el.raw, err)
-		}
-		switch tt := tok.(type) {
-		case xml.StartElement:
-			depth++
-			if depth == 2 && top == nil {
-				c := tt.Copy()
-				top = &c
-			}
-		case xml.EndElement:
-			depth--
-		}
-	}
-	if top == nil {
-		t.Fatalf("encoding/xml found no element in %q", el.raw)
-	}
+	top := checkNamespaces(t, string(el.raw))
 	if !el.kind.stanza() {
 		return
 	}
 	if top.Name.Local != el.kind.String() {
 		t.Fatalf("name %q, encoding/xml says %q", el.kind, top.Name.Local)
 	}
-	st := makeStanza(el)
+	// On a jabber:component:accept stream, a stanza is in that namespace.
+	if top.Name.Space != NSAccept {
+		t.Fatalf("stanza %q accepted in namespace %q", el.raw, top.Name.Space)
+	}
+	st := makeStanza(el, NSAccept)
+	checkStanza(t, st)
 	for _, a := range top.Attr {
 		if a.Name.Space != "" || strings.ContainsAny(a.Value, "\t\n\r") {
 			continue
@@ -157,6 +142,84 @@ func checkWithEncodingXML(t *testing.T, el element) {
 	}
 	if again != st {
 		t.Fatalf("ParseStanza differs: %+v / %+v", again, st)
+	}
+}
+
+// checkNamespaces parses raw with encoding/xml inside an element that has
+// the stream's namespaces, and checks what the scanner promises about
+// namespaces, on resolved names: no two attributes of an element with the
+// same namespace and local name; no prefix bound to a reserved namespace
+// (but xml to its own), no xmlns prefix declared, no reserved default
+// namespace. It returns the top-level element.
+func checkNamespaces(t *testing.T, raw string) xml.StartElement {
+	t.Helper()
+	wrapped := `<w xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>` + raw + `</w>`
+	d := xml.NewDecoder(strings.NewReader(wrapped))
+	var top *xml.StartElement
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("encoding/xml rejects %q: %v", raw, err)
+		}
+		switch tt := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth == 2 && top == nil {
+				c := tt.Copy()
+				top = &c
+			}
+			seen := map[xml.Name]bool{}
+			for _, a := range tt.Attr {
+				switch {
+				case a.Name.Space == "xmlns":
+					bad := a.Name.Local == "xmlns" ||
+						(a.Name.Local == "xml") != (a.Value == nsXML) ||
+						a.Value == nsXMLNS
+					if bad {
+						t.Fatalf("%q accepted with xmlns:%s='%s'", raw, a.Name.Local, a.Value)
+					}
+				case a.Name.Space == "" && a.Name.Local == "xmlns":
+					if a.Value == nsXML || a.Value == nsXMLNS {
+						t.Fatalf("%q accepted with the default namespace %q", raw, a.Value)
+					}
+				default:
+					if seen[a.Name] {
+						t.Fatalf("%q accepted with two attributes {%s}%s", raw, a.Name.Space, a.Name.Local)
+					}
+					seen[a.Name] = true
+				}
+			}
+		case xml.EndElement:
+			depth--
+		}
+	}
+	if top == nil {
+		t.Fatalf("encoding/xml found no element in %q", raw)
+	}
+	return *top
+}
+
+// checkStanza checks a Stanza ready to be forwarded: its XML has no xmlns
+// on the stanza element (it takes the namespace of the stream it is
+// written to), and its tokens are in the content namespace.
+func checkStanza(t *testing.T, st Stanza) {
+	t.Helper()
+	top := checkNamespaces(t, st.String())
+	for _, a := range top.Attr {
+		if a.Name.Space == "" && a.Name.Local == "xmlns" {
+			t.Fatalf("stanza %q keeps an xmlns attribute", st)
+		}
+	}
+	tok, err := st.TokenReader().Token()
+	if err != nil {
+		t.Fatalf("tokens of %q: %v", st, err)
+	}
+	if se, ok := tok.(xml.StartElement); !ok || se.Name.Space != NSAccept || se.Name.Local != st.Name() {
+		t.Fatalf("first token of %q: %#v", st, tok)
 	}
 }
 
@@ -191,7 +254,9 @@ func FuzzHeader(f *testing.F) {
 // FuzzParseStanza: ParseStanza never panics, and what it accepts parses
 // again to the same Stanza, and encoding/xml agrees it is well-formed.
 func FuzzParseStanza(f *testing.F) {
-	addSeeds(f, `<message to='a@b' from='c'/>`, `<iq type='get' id='1'><q xmlns='urn:x'/></iq>`, `  <presence/>  `)
+	addSeeds(f, `<message to='a@b' from='c'/>`, `<iq type='get' id='1'><q xmlns='urn:x'/></iq>`, `  <presence/>  `,
+		`<presence xmlns='jabber:client' to='a'><c xmlns:p='urn:p' p:a='1' xml:lang='en'/></presence>`,
+		`<message xmlns:p='http://www.w3.org/XML/1998/namespace'/>`)
 	f.Fuzz(func(t *testing.T, in string) {
 		st, err := ParseStanza([]byte(in))
 		if err != nil {
@@ -204,16 +269,7 @@ func FuzzParseStanza(f *testing.F) {
 		if err != nil || again != st {
 			t.Fatalf("re-parse of %q: %+v, %v", st.String(), again, err)
 		}
-		d := xml.NewDecoder(strings.NewReader(st.String()))
-		for {
-			_, err := d.Token()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("encoding/xml rejects %q: %v", st.String(), err)
-			}
-		}
+		checkStanza(t, st)
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/xml"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -48,6 +49,7 @@ type conn struct {
 	rd   *deadlineReader
 	sc   *scanner
 	w    *bufio.Writer
+	cw   countingWriter // under w: counts what reached the kernel
 	o    *options
 	ns   string // content namespace of the stream
 	name string // component name
@@ -71,17 +73,46 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 	return r.c.Read(p)
 }
 
+// countingWriter counts the bytes its writer accepted.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// preAuthMaxElem bounds elements before the handshake succeeds: a
+// <handshake/> is 60 bytes, a stream error a few hundred.
+const preAuthMaxElem = 1 << 10
+
+// maxStreamIDLen bounds the stream ID we compute a handshake over.
+const maxStreamIDLen = 128
+
 func newConn(nc net.Conn, o *options, ns string) *conn {
 	rd := &deadlineReader{c: nc}
-	return &conn{
+	lim := o.lim
+	lim.maxElem = min(lim.maxElem, preAuthMaxElem) // until authenticated
+	c := &conn{
 		nc:   nc,
 		rd:   rd,
-		sc:   newScanner(rd, o.lim),
-		w:    bufio.NewWriterSize(nc, writeBufSize),
+		sc:   newScanner(rd, lim),
 		o:    o,
 		ns:   ns,
 		addr: nc.RemoteAddr().String(),
 	}
+	c.cw.w = nc
+	c.w = bufio.NewWriterSize(&c.cw, writeBufSize)
+	return c
+}
+
+// authenticated lifts the pre-authentication limits.
+func (c *conn) authenticated() {
+	c.sc.lim = c.o.lim
+	_ = c.nc.SetDeadline(time.Time{})
 }
 
 // secureServer runs the TLS server handshake when TLS is configured.
@@ -147,7 +178,8 @@ func (c *conn) fail(err error) error {
 	if errors.As(err, &se) && !se.Remote {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(closeTimeout))
 		if !c.headerSent {
-			c.writeHeader("", c.name, newStreamID())
+			// No stream ID: there is no handshake to compute over it.
+			c.writeHeader("", c.name, "")
 		}
 		c.w.WriteString(streamErrorXML(se) + "</stream:stream>")
 		_ = c.w.Flush()
@@ -211,6 +243,9 @@ func (c *conn) initiate(name, secret string) error {
 	if err := checkHeader(h, c.ns); err != nil {
 		return c.fail(err)
 	}
+	if err := checkResponder(h, c.ns, name); err != nil {
+		return c.fail(err)
+	}
 	if h.id == "" {
 		// A responder refusing us at once sends its header without an ID,
 		// then the error.
@@ -222,6 +257,9 @@ func (c *conn) initiate(name, secret string) error {
 			return remoteError(el.raw)
 		}
 		return c.fail(violation(stream.BadFormat, "stream header without an id"))
+	}
+	if !validStreamID(h.id) {
+		return c.fail(violation(stream.PolicyViolation, "stream id %q: expected 1 to %d printable ASCII characters", truncString(h.id), maxStreamIDLen))
 	}
 	c.id = h.id
 	c.w.WriteString("<handshake>" + Handshake(h.id, secret) + "</handshake>")
@@ -239,8 +277,53 @@ func (c *conn) initiate(name, secret string) error {
 	default:
 		return c.fail(violation(stream.NotAuthorized, "<%s/> before the handshake completed", el.kind))
 	}
-	_ = c.nc.SetDeadline(time.Time{})
+	c.authenticated()
 	return nil
+}
+
+// checkResponder checks the responder's header names the component we
+// asked for, before we compute a handshake for it. XEP-0114 makes the side
+// that opened the connection hash whatever stream ID the other side
+// chooses; we do so only for the component we meant to reach (the router
+// dialling a component requires its from; a router answering a component
+// may omit it), and only over a plausible ID (validStreamID), once per
+// connection, after TLS (when configured) has verified the peer.
+func checkResponder(h header, ns, name string) error {
+	if h.from == "" && ns == NSAccept {
+		return nil
+	}
+	if d, ok := normDomain(h.from); !ok || d != name {
+		return violation(stream.InvalidFrom, "the other end answers as %q, not as component %q", truncString(h.from), name)
+	}
+	return nil
+}
+
+// validStreamID: 1 to maxStreamIDLen printable ASCII characters, which
+// covers what servers generate (hex, UUIDs, base64) and nothing else.
+func validStreamID(id string) bool {
+	if id == "" || len(id) > maxStreamIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkCertName checks that the TLS peer of nc has a certificate valid for
+// the DNS name name. The error is an x509.HostnameError when it is not.
+func checkCertName(nc net.Conn, name string) error {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return errors.New("xcp: no TLS certificate to check the component name against")
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return errors.New("xcp: the peer presented no TLS certificate")
+	}
+	return certs[0].VerifyHostname(name)
 }
 
 // respond runs the handshake as the side that accepted the connection.
@@ -299,7 +382,7 @@ func (c *conn) respond(lookup func(name string) (string, error), accept func() e
 	if err := c.w.Flush(); err != nil {
 		return err
 	}
-	_ = c.nc.SetDeadline(time.Time{})
+	c.authenticated()
 	return nil
 }
 

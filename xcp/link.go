@@ -21,10 +21,18 @@ import (
 //
 // HandleStanza runs on the link's reading goroutine: while it runs, nothing
 // more is read from the router, which is how a slow consumer slows its
-// senders down. It may also be called from other goroutines to deliver
-// bounces (error replies to stanzas this side sent), so it must be safe for
-// concurrent use. ctx is cancelled when the Link closes; HandleStanza must
-// return by then.
+// senders down. Bounces (error replies to stanzas this side sent that
+// could not be delivered) are delivered from another goroutine, never from
+// the one writing to the router, so HandleStanza must be safe for
+// concurrent use.
+//
+// HandleStanza may call Send on its own Link, for instance to answer the
+// stanza. It should pass ctx to Send: ctx is cancelled when the stream the
+// stanza came on ends (and when the Link closes), so a Send waiting for
+// room in the queue then returns instead of holding up the reader; a Send
+// given another context still returns once the stream is down, with
+// ErrQueueFull if the queue is full. HandleStanza must return soon after
+// ctx is cancelled: the Link waits for it before it reconnects or closes.
 type Handler interface {
 	HandleStanza(ctx context.Context, st Stanza)
 }
@@ -71,8 +79,10 @@ func (s State) String() string {
 // again with jittered exponential back-off, or waiting for the router to),
 // keeps what is sent meanwhile in a bounded queue and delivers it, in
 // order, once the stream is back. A stanza that waited longer than
-// MaxQueueWait, or did not fit in the queue while the router was away, is
-// bounced: its sender gets an error reply through the Handler.
+// MaxQueueWait, or was still queued when the Link closed, is bounced: its
+// sender gets an error reply through the Handler. Delivery is at most once:
+// a stanza handed to the operating system before the connection failed is
+// not sent again (XEP-0114 has no acknowledgements); one that was not is.
 //
 // Configure the exported fields before calling Start, Serve or Send, and do
 // not change them afterwards. Close releases everything.
@@ -100,14 +110,15 @@ type Link struct {
 	// link carries every federated stanza.
 	Plaintext bool
 
-	// Handler receives the stanzas the router sends. If nil, they are
-	// answered with <service-unavailable/>.
+	// Handler receives the stanzas the router sends, and bounces. If nil,
+	// the router's stanzas are answered with <service-unavailable/>.
 	Handler Handler
 
-	// QueueSize bounds the stanzas waiting to be written (default
-	// DefaultQueueSize). While connected, Send waits for room; while not,
-	// a stanza that does not fit is bounced.
-	QueueSize int
+	// QueueSize and QueueBytes bound the stanzas waiting to be written, in
+	// number and in bytes (defaults DefaultQueueSize, DefaultQueueBytes).
+	// While connected, Send waits for room; while not, a stanza that does
+	// not fit is refused with ErrQueueFull.
+	QueueSize, QueueBytes int
 
 	// MaxQueueWait is how long a stanza may wait in the queue before it is
 	// bounced with <remote-server-timeout/> (default DefaultMaxQueueWait;
@@ -117,6 +128,11 @@ type Link struct {
 	// HandshakeTimeout bounds dialling, TLS and the XEP-0114 handshake
 	// (default DefaultHandshakeTimeout).
 	HandshakeTimeout time.Duration
+
+	// MaxPendingHandshakes bounds the connections Serve has accepted that
+	// have not completed the handshake (default
+	// DefaultMaxPendingHandshakes); further ones are closed at once.
+	MaxPendingHandshakes int
 
 	// KeepAlive is the idle time after which a single space is sent
 	// (default DefaultKeepAlive; negative: never).
@@ -145,7 +161,8 @@ type Link struct {
 	Logger *slog.Logger
 
 	// OnStateChange, if set, is called after every state change, with the
-	// error that caused it, if any. It must not block.
+	// error that caused it, if any. Calls come one at a time, in the order
+	// of the changes. It must not block, nor call Close or Shutdown.
 	OnStateChange func(State, error)
 
 	initOnce  sync.Once
@@ -160,15 +177,19 @@ type Link struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	connected atomic.Bool
+	pending   chan struct{} // a token per connection in the handshake (Serve)
+	refused   rateLog
 
-	mu        sync.Mutex
-	state     State
-	lastErr   error
-	changed   chan struct{}
-	cur       *session
-	dialing   bool
-	closed    bool
-	listeners map[net.Listener]struct{}
+	bounces  bounceQueue
+	stateMu  sync.Mutex // serialises state changes with their OnStateChange calls
+	mu       sync.Mutex
+	state    State
+	lastErr  error
+	changed  chan struct{}
+	cur      *session
+	dialing  bool
+	closed   bool
+	listener map[net.Listener]struct{}
 }
 
 func (l *Link) init() error {
@@ -191,7 +212,8 @@ func (l *Link) setup() error {
 		HandshakeTimeout: l.HandshakeTimeout, KeepAlive: l.KeepAlive, IdleTimeout: l.IdleTimeout,
 		MaxStanzaSize: l.MaxStanzaSize, MaxDepth: l.MaxDepth,
 		Logger: l.Logger, DialContext: l.DialContext,
-		MinBackoff: l.MinBackoff, MaxBackoff: l.MaxBackoff, QueueSize: l.QueueSize,
+		MinBackoff: l.MinBackoff, MaxBackoff: l.MaxBackoff,
+		QueueSize: l.QueueSize, QueueBytes: l.QueueBytes, MaxPendingHandshakes: l.MaxPendingHandshakes,
 	}.options()
 	if err != nil {
 		return err
@@ -202,12 +224,16 @@ func (l *Link) setup() error {
 		l.serverTLS = serverTLS(o.tls)
 	}
 	l.maxWait = orDefault(l.MaxQueueWait, DefaultMaxQueueWait)
-	l.q = newQueue(o.queueSize)
+	l.q = newQueue(o.queueSize, o.queueBytes)
+	l.pending = make(chan struct{}, o.maxPending)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.changed = make(chan struct{})
+	l.bounces.init(max(o.queueSize, 1024))
 	if len(l.Secret) < 16 {
 		l.log.Warn("router link secret is short: use at least 16 random bytes")
 	}
+	l.wg.Add(1)
+	go l.bounceLoop()
 	if l.maxWait > 0 {
 		l.wg.Add(1)
 		go l.expireLoop()
@@ -252,14 +278,14 @@ func (l *Link) Serve(ln net.Listener) error {
 		l.mu.Unlock()
 		return ErrClosed
 	}
-	if l.listeners == nil {
-		l.listeners = make(map[net.Listener]struct{})
+	if l.listener == nil {
+		l.listener = make(map[net.Listener]struct{})
 	}
-	l.listeners[ln] = struct{}{}
+	l.listener[ln] = struct{}{}
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
-		delete(l.listeners, ln)
+		delete(l.listener, ln)
 		l.mu.Unlock()
 	}()
 	l.log.Info("waiting for the router to connect", logkey.PeerAddr, ln.Addr().String())
@@ -271,7 +297,25 @@ func (l *Link) Serve(ln net.Listener) error {
 			}
 			return err
 		}
+		// Add under the lock Close takes before it waits, so that Close
+		// never misses a connection accepted as it closes.
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			_ = nc.Close()
+			return ErrClosed
+		}
 		l.wg.Add(1)
+		l.mu.Unlock()
+		select {
+		case l.pending <- struct{}{}:
+		default:
+			l.wg.Done()
+			_ = nc.Close()
+			l.refused.warn(l.log, "too many router connections in the handshake: connection closed",
+				logkey.PeerAddr, nc.RemoteAddr().String(), logkey.Count, cap(l.pending))
+			continue
+		}
 		go func() {
 			defer l.wg.Done()
 			l.accept(nc)
@@ -280,6 +324,14 @@ func (l *Link) Serve(ln net.Listener) error {
 }
 
 func (l *Link) accept(nc net.Conn) {
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-l.pending
+		}
+	}
+	defer release()
 	stop := context.AfterFunc(l.ctx, func() { _ = nc.Close() })
 	addr := nc.RemoteAddr().String()
 	nc2, err := secureServer(l.ctx, nc, l.serverTLS, l.o.handshakeTimeout)
@@ -316,6 +368,7 @@ func (l *Link) accept(nc net.Conn) {
 	if !stop() {
 		err = ErrClosed
 	}
+	release()
 	if err != nil {
 		_ = nc2.Close()
 		if attached {
@@ -397,18 +450,30 @@ func (l *Link) dial() (*session, error) {
 }
 
 func (l *Link) newSession(c *conn) *session {
-	return newSession(c, l.q,
-		func(st Stanza) error {
-			l.deliver(st)
-			return nil
-		},
+	s := newSession(l.ctx, c, l.q, nil,
 		func(items []item) {
 			l.bounce(items, stanza.RemoteServerTimeout, "router link: not delivered in time")
 		})
+	s.handle = func(st Stanza) error {
+		l.deliver(s.ctx, st)
+		return nil
+	}
+	// When the writer stops the stream is lost: say so at once, so that
+	// Send stops waiting for room only a writer can make (a Handler that
+	// calls Send may be what the reader is blocked in).
+	s.writerDone = func(err error) {
+		if err != nil {
+			err = &LinkError{Component: l.name, Addr: s.addr, Op: "stream", Err: err}
+		}
+		l.detach(s, err)
+	}
+	return s
 }
 
 // attach makes s the Link's stream, or says why not.
 func (l *Link) attach(s *session) error {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
 	l.mu.Lock()
 	switch {
 	case l.closed:
@@ -420,11 +485,14 @@ func (l *Link) attach(s *session) error {
 	}
 	l.cur = s
 	l.mu.Unlock()
-	l.setState(StateConnected, nil)
+	l.setStateLocked(StateConnected, nil)
 	return nil
 }
 
+// detach ends s's hold on the Link, if it still has it.
 func (l *Link) detach(s *session, err error) {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
 	l.mu.Lock()
 	if l.cur != s {
 		l.mu.Unlock()
@@ -432,7 +500,7 @@ func (l *Link) detach(s *session, err error) {
 	}
 	l.cur = nil
 	l.mu.Unlock()
-	l.setState(StateDisconnected, err)
+	l.setStateLocked(StateDisconnected, err)
 }
 
 // serve runs an attached stream until it ends.
@@ -445,11 +513,19 @@ func (l *Link) serve(s *session) error {
 	} else {
 		l.log.Info("router link closed", logkey.PeerAddr, s.addr, logkey.StreamID, s.id)
 	}
-	l.detach(s, err)
+	l.detach(s, err) // normally done when the writer stopped
 	return err
 }
 
 func (l *Link) setState(st State, err error) {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	l.setStateLocked(st, err)
+}
+
+// setStateLocked changes the state; l.stateMu is held, so that changes and
+// their OnStateChange calls come in the same order.
+func (l *Link) setStateLocked(st State, err error) {
 	l.mu.Lock()
 	old := l.state
 	if old == StateClosed {
@@ -520,9 +596,10 @@ func (l *Link) Ready(ctx context.Context) error {
 // While the link is up and the queue is full, Send waits for room (this
 // is the back-pressure that keeps memory bounded) until ctx is done. While
 // the link is down, st waits in the queue for the next stream, at most
-// MaxQueueWait; if the queue is full, st is bounced at once (its sender
-// gets <resource-constraint/> through the Handler) and Send returns
-// ErrQueueFull, for the caller's information.
+// MaxQueueWait; if the queue is full, Send refuses st at once with
+// ErrQueueFull (st is not bounced: the caller knows, and may retry without
+// causing a duplicate). Once Send has returned nil, st is the Link's: it
+// is delivered, or bounced to its sender through the Handler.
 func (l *Link) Send(ctx context.Context, st Stanza) error {
 	if st.IsZero() {
 		return fmt.Errorf("%w: empty", ErrInvalidStanza)
@@ -542,8 +619,7 @@ func (l *Link) Send(ctx context.Context, st Stanza) error {
 	case err == nil:
 		return nil
 	case err == errFull:
-		l.bounce([]item{it}, stanza.ResourceConstraint, "router link down and its queue is full")
-		return fmt.Errorf("%w (component %q, %d stanzas queued)", ErrQueueFull, l.name, l.o.queueSize)
+		return fmt.Errorf("%w (component %q: %d stanzas or %d bytes queued)", ErrQueueFull, l.name, l.o.queueSize, l.o.queueBytes)
 	case err == errAbort, err == errClosed:
 		return ErrClosed
 	}
@@ -551,9 +627,9 @@ func (l *Link) Send(ctx context.Context, st Stanza) error {
 }
 
 // deliver hands a stanza from the router to the Handler.
-func (l *Link) deliver(st Stanza) {
+func (l *Link) deliver(ctx context.Context, st Stanza) {
 	if l.Handler != nil {
-		l.Handler.HandleStanza(l.ctx, st)
+		l.Handler.HandleStanza(ctx, st)
 		return
 	}
 	if reply, ok := bounce(st, stanza.ServiceUnavailable, ""); ok {
@@ -563,20 +639,54 @@ func (l *Link) deliver(st Stanza) {
 	}
 }
 
-// bounce answers stanzas that will not be sent, through the Handler.
+// bounce turns stanzas that will not be sent into error replies for the
+// bounce goroutine to hand to the Handler: bounce is called where the
+// Handler may not run (on the writer), and never blocks.
 func (l *Link) bounce(items []item, cond stanza.Condition, text string) {
-	dropped := 0
+	replies, unanswerable := l.replies(items, cond, text)
+	if dropped := l.bounces.add(replies); dropped > 0 {
+		l.log.Error("bounces dropped: the Handler does not keep up", logkey.Condition, string(cond), logkey.Count, dropped)
+	}
+	l.logBounces(cond, len(replies), unanswerable)
+}
+
+func (l *Link) replies(items []item, cond stanza.Condition, text string) (replies []Stanza, unanswerable int) {
 	for _, it := range items {
 		reply, ok := bounce(it.st, cond, text)
 		if !ok || l.Handler == nil {
-			dropped++
+			unanswerable++
 			continue
 		}
-		l.Handler.HandleStanza(l.ctx, reply)
+		replies = append(replies, reply)
 	}
-	l.log.Warn("stanzas bounced", logkey.Condition, string(cond), logkey.Count, len(items)-dropped)
-	if dropped > 0 {
-		l.log.Warn("undeliverable stanzas that cannot be answered (errors, IQ results) dropped", logkey.Condition, string(cond), logkey.Count, dropped)
+	return replies, unanswerable
+}
+
+func (l *Link) logBounces(cond stanza.Condition, bounced, unanswerable int) {
+	if bounced > 0 {
+		l.log.Warn("stanzas bounced", logkey.Condition, string(cond), logkey.Count, bounced)
+	}
+	if unanswerable > 0 {
+		l.log.Warn("undeliverable stanzas that cannot be answered (errors, IQ results, no Handler) dropped",
+			logkey.Condition, string(cond), logkey.Count, unanswerable)
+	}
+}
+
+// bounceLoop hands bounces to the Handler.
+func (l *Link) bounceLoop() {
+	defer l.wg.Done()
+	var buf []Stanza
+	for {
+		select {
+		case <-l.ctx.Done():
+			return // Close delivers what is left
+		case <-l.bounces.ready:
+		}
+		buf = l.bounces.take(buf[:0])
+		for _, st := range buf {
+			l.Handler.HandleStanza(l.ctx, st)
+		}
+		clear(buf)
 	}
 }
 
@@ -616,7 +726,8 @@ func (l *Link) Shutdown(ctx context.Context) error {
 // Close closes the stream (sending </stream:stream> and waiting briefly for
 // the router's), stops dialling and listening, and bounces the stanzas
 // still queued with <service-unavailable/>. It waits for the Link's
-// goroutines, including running Handler calls.
+// goroutines, including running Handler calls, and delivers the bounces
+// before it returns.
 func (l *Link) Close() error {
 	l.initOnce.Do(func() { l.initErr = ErrClosed }) // never started: nothing to stop
 	l.mu.Lock()
@@ -627,8 +738,8 @@ func (l *Link) Close() error {
 	}
 	l.closed = true
 	cur := l.cur
-	lns := make([]net.Listener, 0, len(l.listeners))
-	for ln := range l.listeners {
+	lns := make([]net.Listener, 0, len(l.listener))
+	for ln := range l.listener {
 		lns = append(lns, ln)
 	}
 	l.mu.Unlock()
@@ -640,9 +751,73 @@ func (l *Link) Close() error {
 		_ = ln.Close()
 	}
 	l.wg.Wait()
-	if rest := l.q.close(); len(rest) > 0 {
-		l.bounce(rest, stanza.ServiceUnavailable, "router link closed")
+	// The goroutines are gone: deliver the bounces here.
+	late := l.bounces.take(nil)
+	rest := l.q.close()
+	replies, unanswerable := l.replies(rest, stanza.ServiceUnavailable, "router link closed")
+	l.logBounces(stanza.ServiceUnavailable, len(replies), unanswerable)
+	for _, st := range append(late, replies...) {
+		l.Handler.HandleStanza(l.ctx, st)
 	}
 	l.setState(StateClosed, nil)
 	return nil
+}
+
+// bounceQueue holds error replies for the bounce goroutine. It is bounded:
+// beyond max, bounces are dropped (and logged), since the writer that adds
+// them must never wait for a Handler.
+type bounceQueue struct {
+	mu    sync.Mutex
+	q     []Stanza
+	max   int
+	ready chan struct{}
+}
+
+func (b *bounceQueue) init(max int) {
+	b.max = max
+	b.ready = make(chan struct{}, 1)
+}
+
+// add queues replies and returns how many did not fit.
+func (b *bounceQueue) add(replies []Stanza) (dropped int) {
+	if len(replies) == 0 {
+		return 0
+	}
+	b.mu.Lock()
+	room := max(b.max-len(b.q), 0)
+	if len(replies) > room {
+		dropped = len(replies) - room
+		replies = replies[:room]
+	}
+	b.q = append(b.q, replies...)
+	b.mu.Unlock()
+	select {
+	case b.ready <- struct{}{}:
+	default:
+	}
+	return dropped
+}
+
+func (b *bounceQueue) take(dst []Stanza) []Stanza {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	dst = append(dst, b.q...)
+	clear(b.q)
+	b.q = b.q[:0]
+	return dst
+}
+
+// rateLog logs a warning at most once every ten seconds, so that a flood
+// of refused connections does not flood the log.
+type rateLog struct {
+	last atomic.Int64
+}
+
+func (r *rateLog) warn(log *slog.Logger, msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	if now-last < int64(10*time.Second) || !r.last.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn(msg, args...)
 }

@@ -12,18 +12,21 @@ import (
 // Defaults for timing, from the project's router link profile
 // (spec/component.md §4-5).
 const (
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultKeepAlive        = 30 * time.Second // whitespace when idle this long
-	DefaultIdleTimeout      = 90 * time.Second // peer presumed dead after this much silence
-	DefaultMinBackoff       = time.Second
-	DefaultMaxBackoff       = 60 * time.Second
-	DefaultQueueSize        = 1024
-	DefaultMaxQueueWait     = 60 * time.Second
-	DefaultHoldTime         = 10 * time.Second
+	DefaultHandshakeTimeout     = 10 * time.Second
+	DefaultKeepAlive            = 30 * time.Second // whitespace when idle this long
+	DefaultIdleTimeout          = 90 * time.Second // peer presumed dead after this much silence
+	DefaultMinBackoff           = time.Second
+	DefaultMaxBackoff           = 60 * time.Second
+	DefaultQueueSize            = 1024
+	DefaultQueueBytes           = 4 << 20 // per queue: a few large stanzas, or many small ones
+	DefaultMaxPendingHandshakes = 64
+	DefaultMaxQueueWait         = 60 * time.Second
+	DefaultHoldTime             = 10 * time.Second
 
-	closeTimeout = 5 * time.Second // how long to wait for the peer's </stream:stream>
-	maxBatch     = 256             // stanzas taken from a queue at once
-	writeBufSize = 64 << 10
+	closeTimeout  = 5 * time.Second // how long to wait for the peer's </stream:stream>
+	shutdownGrace = time.Second     // for a Router's last bounces once Shutdown's ctx is done
+	maxBatch      = 256             // stanzas taken from a queue at once
+	writeBufSize  = 64 << 10
 )
 
 // options is what Router and Link share, with defaults applied.
@@ -39,21 +42,25 @@ type options struct {
 	minBackoff       time.Duration
 	maxBackoff       time.Duration
 	queueSize        int
+	queueBytes       int
+	maxPending       int
 }
 
 type optionFields struct {
-	TLSConfig        *tls.Config
-	Plaintext        bool
-	HandshakeTimeout time.Duration
-	KeepAlive        time.Duration
-	IdleTimeout      time.Duration
-	MaxStanzaSize    int
-	MaxDepth         int
-	Logger           *slog.Logger
-	DialContext      func(ctx context.Context, network, addr string) (net.Conn, error)
-	MinBackoff       time.Duration
-	MaxBackoff       time.Duration
-	QueueSize        int
+	TLSConfig            *tls.Config
+	Plaintext            bool
+	HandshakeTimeout     time.Duration
+	KeepAlive            time.Duration
+	IdleTimeout          time.Duration
+	MaxStanzaSize        int
+	MaxDepth             int
+	Logger               *slog.Logger
+	DialContext          func(ctx context.Context, network, addr string) (net.Conn, error)
+	MinBackoff           time.Duration
+	MaxBackoff           time.Duration
+	QueueSize            int
+	QueueBytes           int
+	MaxPendingHandshakes int
 }
 
 func (f optionFields) options() (*options, error) {
@@ -76,6 +83,8 @@ func (f optionFields) options() (*options, error) {
 		minBackoff: orDefault(f.MinBackoff, DefaultMinBackoff),
 		maxBackoff: orDefault(f.MaxBackoff, DefaultMaxBackoff),
 		queueSize:  orDefault(f.QueueSize, DefaultQueueSize),
+		queueBytes: orDefault(f.QueueBytes, DefaultQueueBytes),
+		maxPending: orDefault(f.MaxPendingHandshakes, DefaultMaxPendingHandshakes),
 	}
 	if o.maxBackoff < o.minBackoff {
 		o.maxBackoff = o.minBackoff

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -59,13 +60,27 @@ type Route struct {
 // Router routes stanzas between router links, the XCP router role of an
 // Expressway or IM&P node modelled on XEP-0114: every stanza that arrives
 // on a link goes out on the link that serves its to domain, or comes back
-// to its sender as a stanza error (<item-not-found/> for a local domain,
-// <remote-server-not-found/> otherwise); nothing is dropped silently but
-// errors that cannot be answered (RFC 6120 §8.3.1).
+// to its sender as a stanza error; nothing is dropped silently but errors
+// that cannot be answered (RFC 6120 §8.3.1). The conditions (RFC 6120
+// §8.3.3): <item-not-found/> for a local domain no component serves,
+// <remote-server-not-found/> for a remote domain with no default route,
+// <remote-server-timeout/> (type wait) when the components serving the
+// domain are configured but their links stayed down past HoldTime or the
+// router shuts down (§8.3.3.16: known, but no stream in reasonable time;
+// Prosody answers the same for an external component that is away), and
+// <resource-constraint/> when the queue holding stanzas for a component
+// that is down is full.
 //
 // A link is checked once, by the handshake (a per-component secret,
 // compared in constant time), and then every stanza's from address is
-// checked against the domains the component may speak for.
+// checked against the domains the component may speak for. A component
+// the router dials (Component.Addr) may not connect in: on Expressway the
+// DMZ never opens connections inwards. When the router dials, XEP-0114
+// makes it compute the handshake over a stream ID the component chose; it
+// does so once per connection, after TLS verified the component (when
+// configured), only if the component's header names the component
+// dialled, and only over a stream ID of at most 128 printable ASCII
+// characters, so that it is no general signing oracle for its secrets.
 //
 // When a component's link goes down, what is queued for it waits HoldTime
 // for it to come back; stanzas for its domains go to another component
@@ -96,10 +111,26 @@ type Router struct {
 	// Plaintext allows links without TLS. Only on a trusted network.
 	Plaintext bool
 
-	// QueueSize bounds the stanzas waiting for each component (default
-	// DefaultQueueSize). A full queue makes the links sending to it wait:
+	// QueueSize and QueueBytes bound the stanzas waiting for each
+	// component, in number and in bytes (defaults DefaultQueueSize,
+	// DefaultQueueBytes). A full queue makes the links sending to it wait:
 	// a slow component slows its senders instead of growing memory.
-	QueueSize int
+	QueueSize, QueueBytes int
+
+	// MaxPendingHandshakes bounds the accepted connections that have not
+	// completed the handshake (default DefaultMaxPendingHandshakes);
+	// further ones are closed at once. Until the handshake succeeds, no
+	// element may exceed 1 KiB.
+	MaxPendingHandshakes int
+
+	// RequireCertificateName, with TLSConfig, requires the certificate of
+	// each component to be valid for its component name as a DNS name (a
+	// subjectAltName), checked before the handshake: a component that
+	// connects must name itself in its client certificate, and a
+	// component the router dials must present a server certificate for
+	// its name as well as for the host dialled. Off by default: Expressway
+	// certificates name the host, not the component.
+	RequireCertificateName bool
 
 	// HoldTime is how long stanzas wait for a component whose link is down
 	// (also after the router starts, for components yet to connect), when
@@ -108,7 +139,8 @@ type Router struct {
 	HoldTime time.Duration
 
 	// HandshakeTimeout, KeepAlive, IdleTimeout, MinBackoff, MaxBackoff,
-	// MaxStanzaSize and MaxDepth are as for Link.
+	// MaxStanzaSize and MaxDepth are as for Link. IdleTimeout also bounds
+	// a write to a component that does not read.
 	HandshakeTimeout, KeepAlive, IdleTimeout time.Duration
 	MinBackoff, MaxBackoff                   time.Duration
 	MaxStanzaSize, MaxDepth                  int
@@ -134,6 +166,11 @@ type Router struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+
+	pending chan struct{} // a token per connection in the handshake
+	refused rateLog
+	closing atomic.Bool  // Shutdown or Close began: no holding, no new links
+	dropped atomic.Int64 // stanzas dropped while closing, for the log
 
 	mu        sync.Mutex
 	closed    bool
@@ -180,12 +217,17 @@ func (r *Router) setup() error {
 		HandshakeTimeout: r.HandshakeTimeout, KeepAlive: r.KeepAlive, IdleTimeout: r.IdleTimeout,
 		MaxStanzaSize: r.MaxStanzaSize, MaxDepth: r.MaxDepth,
 		Logger: r.Logger, DialContext: r.DialContext,
-		MinBackoff: r.MinBackoff, MaxBackoff: r.MaxBackoff, QueueSize: r.QueueSize,
+		MinBackoff: r.MinBackoff, MaxBackoff: r.MaxBackoff,
+		QueueSize: r.QueueSize, QueueBytes: r.QueueBytes, MaxPendingHandshakes: r.MaxPendingHandshakes,
 	}.options()
 	if err != nil {
 		return err
 	}
+	if r.RequireCertificateName && o.tls == nil {
+		return errors.New("xcp: Router.RequireCertificateName needs TLSConfig: there is no certificate to check without TLS")
+	}
 	r.o, r.log = o, o.log
+	r.pending = make(chan struct{}, o.maxPending)
 	if o.tls != nil {
 		r.serverTLS = serverTLS(o.tls)
 	}
@@ -207,7 +249,7 @@ func (r *Router) setup() error {
 		if len(c.Secret) < 16 {
 			r.log.Warn("router link secret is short: use at least 16 random bytes", logkey.Component, name)
 		}
-		sl := &slot{cfg: c, name: name, domains: []string{name}, seed: hashString(name), q: newQueue(o.queueSize), since: time.Now()}
+		sl := &slot{cfg: c, name: name, domains: []string{name}, seed: hashString(name), q: newQueue(o.queueSize, o.queueBytes), since: time.Now()}
 		if r.hold < 0 {
 			sl.state.Store(int32(slotDown))
 		}
@@ -320,13 +362,39 @@ func (r *Router) Serve(ln net.Listener) error {
 			}
 			return err
 		}
+		// Add under the lock Close takes before it waits, so that Close
+		// never misses a connection accepted as it closes.
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			_ = nc.Close()
+			return ErrClosed
+		}
 		r.wg.Add(1)
+		r.mu.Unlock()
+		select {
+		case r.pending <- struct{}{}:
+		default:
+			r.wg.Done()
+			_ = nc.Close()
+			r.refused.warn(r.log, "too many component connections in the handshake: connection closed",
+				logkey.PeerAddr, nc.RemoteAddr().String(), logkey.Count, cap(r.pending))
+			continue
+		}
 		go r.accept(nc)
 	}
 }
 
 func (r *Router) accept(nc net.Conn) {
 	defer r.wg.Done()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-r.pending
+		}
+	}
+	defer release()
 	stop := context.AfterFunc(r.ctx, func() { _ = nc.Close() })
 	addr := nc.RemoteAddr().String()
 	nc2, err := secureServer(r.ctx, nc, r.serverTLS, r.o.handshakeTimeout)
@@ -347,6 +415,14 @@ func (r *Router) accept(nc net.Conn) {
 		if sl == nil {
 			return "", violation(stream.HostUnknown, "no component %q is configured on this router", name)
 		}
+		if sl.cfg.Addr != "" {
+			return "", violation(stream.PolicyViolation, "component %q is dialled by this router (at %s): it may not connect in", name, sl.cfg.Addr)
+		}
+		if r.RequireCertificateName {
+			if err := checkCertName(nc2, name); err != nil {
+				return "", violation(stream.NotAuthorized, "the TLS certificate does not name component %q: %v", name, err)
+			}
+		}
 		sl.mu.Lock()
 		busy := sl.cur != nil
 		sl.mu.Unlock()
@@ -365,6 +441,7 @@ func (r *Router) accept(nc net.Conn) {
 	if !stop() {
 		err = ErrClosed
 	}
+	release()
 	if err != nil {
 		_ = nc2.Close()
 		if attached {
@@ -443,6 +520,12 @@ func (r *Router) dial(sl *slot) (*conn, error) {
 		_ = nc.Close()
 		return nil, &LinkError{Component: sl.name, Addr: addr, Op: "tls", Err: err}
 	}
+	if r.RequireCertificateName {
+		if err := checkCertName(nc2, sl.name); err != nil {
+			_ = nc2.Close()
+			return nil, &LinkError{Component: sl.name, Addr: addr, Op: "tls", Err: err}
+		}
+	}
 	stop := context.AfterFunc(r.ctx, func() { _ = nc2.Close() })
 	defer stop()
 	c := newConn(nc2, r.o, NSConnect)
@@ -454,12 +537,12 @@ func (r *Router) dial(sl *slot) (*conn, error) {
 }
 
 func (r *Router) newSession(sl *slot, c *conn) *session {
-	s := newSession(c, sl.q, nil, nil)
+	s := newSession(context.Background(), c, sl.q, nil, nil)
 	s.handle = func(st Stanza) error {
 		if err := r.checkFrom(sl, st); err != nil {
 			return err
 		}
-		r.route(st, sl, s.dying)
+		r.route(st, sl, s.winding)
 		return nil
 	}
 	return s
@@ -577,9 +660,13 @@ func (r *Router) checkFrom(sl *slot, st Stanza) error {
 // room in its queue, or bounces it. abort ends the wait.
 func (r *Router) route(st Stanza, src *slot, abort <-chan struct{}) {
 	var exclude []*slot
+	full := false // a component that is down had no room left
 	for range 4 {
 		dst, cond := r.pick(st, src, exclude)
 		if dst == nil {
+			if full {
+				cond = stanza.ResourceConstraint
+			}
 			r.bounce(st, cond, abort)
 			return
 		}
@@ -590,9 +677,25 @@ func (r *Router) route(st Stanza, src *slot, abort <-chan struct{}) {
 		case errFull:
 			if !dst.isUp() {
 				exclude = append(exclude, dst)
+				full = true
 			}
-		default: // aborted or closed: the router or the source link is going away
-			r.log.Debug("stanza dropped while closing", logkey.Component, dst.name, logkey.Err, err)
+		case errGone:
+			exclude = append(exclude, dst)
+		default:
+			// The source's stream has ended, and its reader must not wait
+			// (its writer, or the closing router, waits for it). The
+			// stanza was read: deliver it past the queue's bounds (by what
+			// the reader had buffered when the stream ended), or bounce it.
+			if dst.isUp() && dst.q.forcePush(item{st: st}) == nil {
+				return
+			}
+			if r.closing.Load() {
+				if !r.bounceNow(st, stanza.RemoteServerTimeout) {
+					r.dropped.Add(1)
+				}
+				return
+			}
+			r.log.Debug("stanza dropped with its link", logkey.Component, dst.name, logkey.Err, err)
 			return
 		}
 	}
@@ -609,17 +712,20 @@ func (r *Router) push(sl *slot, st Stanza, abort <-chan struct{}) error {
 		}
 		return err
 	case slotHolding:
-		// Under the slot's lock, so that the janitor does not empty the
-		// queue between our check and our push.
+		// Under the slot's lock, so that the janitor (or Shutdown) does not
+		// empty the queue between our check and our push.
 		sl.mu.Lock()
 		defer sl.mu.Unlock()
 		if slotState(sl.state.Load()) != slotHolding {
-			return errFull
+			return errGone
 		}
 		return sl.q.tryPush(it)
 	}
-	return errFull
+	return errGone
 }
+
+// errGone: the component's link is down and no longer held for.
+var errGone = errors.New("xcp: component down")
 
 // pick chooses the component for st: among those serving its to domain
 // (or, for a domain that is not local, the default routes), one whose
@@ -643,10 +749,18 @@ func (r *Router) pick(st Stanza, src *slot, exclude []*slot) (*slot, stanza.Cond
 		}
 		cands, key = r.defaults, d
 	}
-	for _, want := range [...]slotState{slotUp, slotHolding} {
+	wants := [...]slotState{slotUp, slotHolding}
+	if r.closing.Load() {
+		wants[1] = slotUp // nothing is held once the router closes
+	}
+	for _, want := range wants {
 		if sl := choose(cands, key, exclude, want); sl != nil {
 			return sl, ""
 		}
+	}
+	if len(cands) > 0 {
+		// Configured, but down past HoldTime (or the router is closing).
+		return nil, stanza.RemoteServerTimeout
 	}
 	if r.local[d] {
 		return nil, stanza.ItemNotFound
@@ -699,11 +813,31 @@ func mix(x uint64) uint64 {
 func (r *Router) bounce(st Stanza, cond stanza.Condition, abort <-chan struct{}) {
 	reply, ok := bounce(st, cond, "")
 	if !ok {
+		if r.closing.Load() {
+			r.dropped.Add(1) // counted in the closing log line
+		}
 		r.log.Debug("undeliverable stanza cannot be answered: dropped", logkey.Condition, string(cond), logkey.Remote, st.to)
 		return
 	}
 	r.log.Debug("stanza bounced", logkey.Condition, string(cond), logkey.Remote, st.to)
 	r.route(reply, nil, abort)
+}
+
+// bounceNow answers st with a stanza error without waiting for room: the
+// reply goes into its destination's queue even when that is full. For a
+// closing Router, which must answer what it will not deliver before it
+// closes the links, and must not wait on a component to do so. It returns
+// false if the reply had nowhere to go.
+func (r *Router) bounceNow(st Stanza, cond stanza.Condition) bool {
+	reply, ok := bounce(st, cond, "router shutting down")
+	if !ok {
+		return false // an error or result: lost
+	}
+	dst, _ := r.pick(reply, nil, nil)
+	if dst == nil || !dst.isUp() {
+		return false
+	}
+	return dst.q.forcePush(item{st: reply}) == nil
 }
 
 // reroute empties the queue of a component whose link stayed down past
@@ -779,38 +913,142 @@ func (r *Router) Routes() []Route {
 	return out
 }
 
-// Shutdown stops accepting and dialling, closes every link gracefully
-// (</stream:stream>, routing what the component still sends until it
-// closes its side) and waits for them. If ctx ends first, it closes what
-// is left at once and returns ctx's error.
+// Shutdown stops the Router gracefully. It stops accepting and dialling,
+// bounces the stanzas held for components that are down (none will come
+// back now), and waits until what is queued for the components that are
+// up has been written to them. If ctx ends first, it cuts the links of
+// the components that did not take their stanzas in time and bounces what
+// is left for them (what was handed to the operating system is not: it may
+// have arrived). Then it closes every link gracefully: what a link's queue
+// holds, bounces included, is written before its </stream:stream>, and
+// stanzas the component still sends until it closes its side are routed.
+// After ctx has ended, the links get at most a second more for this, and
+// Shutdown returns ctx's error. Stanzas that a component sends while the
+// links close and that find no link open to carry them or their bounce
+// are dropped, with a log line that counts them: XEP-0114 has no way to
+// ask a component to stop sending but closing its stream.
 func (r *Router) Shutdown(ctx context.Context) error {
-	sessions, ok := r.beginClose()
-	if !ok {
+	if !r.beginClose() {
 		return nil
 	}
-	for _, s := range sessions {
-		s.stop()
+	// Nothing comes back now: what is held for a component that is down
+	// goes back to its sender, and nothing more is held for it.
+	for _, sl := range r.slotList {
+		sl.mu.Lock()
+		held := slotState(sl.state.Load()) != slotUp
+		if held {
+			sl.state.Store(int32(slotDown))
+		}
+		sl.mu.Unlock()
+		if held {
+			r.bounceAll(sl)
+		}
+	}
+	err := r.waitDrained(ctx)
+	if err != nil {
+		r.cutUndrained()
+	}
+	for _, sl := range r.slotList {
+		r.bounceAll(sl)
+	}
+	for _, s := range r.sessions() {
+		s.stopAfterQueue()
 	}
 	done := make(chan struct{})
 	go func() {
 		r.wg.Wait()
 		close(done)
 	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-		r.forceClose()
-		<-done
+	if err == nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err != nil {
+		t := time.NewTimer(shutdownGrace)
+		select {
+		case <-done:
+		case <-t.C:
+			r.forceClose()
+			<-done
+		}
+		t.Stop()
 	}
 	r.finishClose()
 	return err
 }
 
-// Close closes every link and listener at once.
+// waitDrained waits until nothing is queued for the components that are
+// up, or ctx is done. Components may still be sending: it is done when
+// every queue has been seen empty in one pass.
+func (r *Router) waitDrained(ctx context.Context) error {
+	for {
+		busy := false
+		for _, sl := range r.slotList {
+			if !sl.isUp() || sl.q.len() == 0 {
+				continue
+			}
+			busy = true
+			if err := sl.q.waitEmpty(ctx); err != nil {
+				return err
+			}
+		}
+		if !busy {
+			return nil
+		}
+	}
+}
+
+// cutUndrained closes the links whose queue did not drain in time (a
+// component that does not read), so that what their writer holds comes
+// back to the queue, to be bounced while the senders' links are still up.
+// Their writer has stopped when it returns, or shutdownGrace has passed.
+func (r *Router) cutUndrained() {
+	var cut []*session
+	for _, sl := range r.slotList {
+		sl.mu.Lock()
+		s := sl.cur
+		sl.mu.Unlock()
+		if s != nil && sl.q.len() > 0 {
+			s.cut()
+			cut = append(cut, s)
+		}
+	}
+	t := time.NewTimer(shutdownGrace)
+	defer t.Stop()
+	for _, s := range cut {
+		select {
+		case <-s.dying:
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// bounceAll takes what is queued for sl (not what its writer holds) and
+// bounces it, counting what cannot be.
+func (r *Router) bounceAll(sl *slot) {
+	var buf []item
+	for {
+		buf = sl.q.popAll(buf[:0], maxBatch)
+		if len(buf) == 0 {
+			return
+		}
+		for _, it := range buf {
+			if !r.bounceNow(it.st, stanza.RemoteServerTimeout) {
+				r.dropped.Add(1)
+			}
+		}
+		clear(buf)
+	}
+}
+
+// Close closes every link and listener at once. Stanzas still queued are
+// dropped, with a log line that counts them; Shutdown bounces them.
 func (r *Router) Close() error {
-	if _, ok := r.beginClose(); !ok {
+	if !r.beginClose() {
 		return nil
 	}
 	r.forceClose()
@@ -819,13 +1057,13 @@ func (r *Router) Close() error {
 	return nil
 }
 
-func (r *Router) beginClose() ([]*session, bool) {
+func (r *Router) beginClose() bool {
 	r.initOnce.Do(func() { r.initErr = ErrClosed })
 	r.mu.Lock()
 	if r.closed || r.initErr != nil {
 		r.closed = true
 		r.mu.Unlock()
-		return nil, false
+		return false
 	}
 	r.closed = true
 	lns := make([]net.Listener, 0, len(r.listeners))
@@ -833,40 +1071,43 @@ func (r *Router) beginClose() ([]*session, bool) {
 		lns = append(lns, ln)
 	}
 	r.mu.Unlock()
+	r.closing.Store(true)
 	r.cancel()
 	r.notify()
 	for _, ln := range lns {
 		_ = ln.Close()
 	}
-	var sessions []*session
+	return true
+}
+
+// sessions returns the links that are up.
+func (r *Router) sessions() []*session {
+	var out []*session
 	for _, sl := range r.slotList {
 		sl.mu.Lock()
 		if sl.cur != nil {
-			sessions = append(sessions, sl.cur)
+			out = append(out, sl.cur)
 		}
 		sl.mu.Unlock()
 	}
-	return sessions, true
+	return out
 }
 
 func (r *Router) forceClose() {
-	for _, sl := range r.slotList {
-		sl.mu.Lock()
-		s := sl.cur
-		sl.mu.Unlock()
-		if s != nil {
-			s.stop()
-			_ = s.nc.Close()
-		}
+	for _, s := range r.sessions() {
+		s.cut()
 	}
 }
 
+// finishClose drops, counting them in one log line, the stanzas no link
+// is left to carry or to bounce: still queued (after Close, or sent by
+// components while the links closed), or unanswerable (errors, results).
 func (r *Router) finishClose() {
-	n := 0
+	n := int(r.dropped.Load())
 	for _, sl := range r.slotList {
 		n += len(sl.q.close())
 	}
 	if n > 0 {
-		r.log.Warn("router closed with stanzas still queued", logkey.Count, n)
+		r.log.Warn("router closed: undelivered stanzas dropped", logkey.Count, n)
 	}
 }

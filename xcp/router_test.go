@@ -2,9 +2,12 @@ package xcp_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,7 +183,7 @@ func TestNoRoute(t *testing.T) {
 		cond stanza.Condition
 	}{
 		{"x@nowhere.example", stanza.RemoteServerNotFound}, // no default route
-		{"bob@b.example", stanza.ItemNotFound},             // configured, but b is not connected
+		{"bob@b.example", stanza.RemoteServerTimeout},      // configured, but b is not connected
 		{"@bad", stanza.JIDMalformed},
 	} {
 		send(t, a, msg(t, "alice@a.example", tc.to, "x"))
@@ -210,6 +213,10 @@ func TestHoldWhileComponentReconnects(t *testing.T) {
 	assert.Contains(t, hb.next(t).String(), "early")
 }
 
+// TestHoldExpires: a configured component that stays down past HoldTime
+// is reported as <remote-server-timeout/> (type wait: RFC 6120 §8.3.3.16,
+// "could not be established within a reasonable amount of time"; Prosody
+// answers the same for an external component that is not connected).
 func TestHoldExpires(t *testing.T) {
 	start := time.Now()
 	r := &xcp.Router{Components: twoComponents(), HoldTime: 100 * time.Millisecond}
@@ -220,7 +227,24 @@ func TestHoldExpires(t *testing.T) {
 	send(t, a, msg(t, "alice@a.example", "bob@b.example", "late"))
 	got := ha.next(t)
 	assert.GreaterOrEqual(t, time.Since(start), 100*time.Millisecond)
-	assert.Contains(t, got.String(), "<item-not-found ")
+	assert.Contains(t, got.String(), "<error type='wait'><remote-server-timeout ")
+}
+
+// TestHoldOverflow: what does not fit in the queue of a component whose
+// link is down is bounced with <resource-constraint/>.
+func TestHoldOverflow(t *testing.T) {
+	r := &xcp.Router{Components: twoComponents(), HoldTime: 10 * time.Second, QueueSize: 2}
+	addr := startRouter(t, r)
+	ha := newCollector()
+	a := startLink(t, &xcp.Link{Name: "a.example", Secret: secretA, Addr: addr, Handler: ha})
+	ready(t, a)
+	for i := range 3 {
+		send(t, a, msg(t, "alice@a.example", "bob@b.example", fmt.Sprint(i)))
+	}
+	got := ha.next(t)
+	assert.Equal(t, "2", got.ID())
+	assert.Contains(t, got.String(), "<error type='wait'><resource-constraint ")
+	ha.none(t)
 }
 
 func TestLoadSharingAndFailover(t *testing.T) {
@@ -350,22 +374,387 @@ func TestConfigErrors(t *testing.T) {
 	require.NoError(t, l.Close())
 }
 
+// TestShutdownDrains: a graceful Shutdown delivers what is queued for
+// components that are up, and bounces to their senders, before closing
+// their links, what it cannot deliver: stanzas held for a component that is
+// down, and those a slow component did not take in time.
 func TestShutdownDrains(t *testing.T) {
-	r := fastRouter(t, &xcp.Router{Components: twoComponents()})
+	t.Run("delivered", func(t *testing.T) {
+		r := fastRouter(t, &xcp.Router{Components: twoComponents()})
+		ln := listen(t)
+		done := make(chan error, 1)
+		go func() { done <- r.Serve(ln) }()
+		ha, hb := newCollector(), newCollector()
+		a := startLink(t, &xcp.Link{Name: "a.example", Secret: secretA, Addr: ln.Addr().String(), Handler: ha})
+		b := startLink(t, &xcp.Link{Name: "b.example", Secret: secretB, Addr: ln.Addr().String(), Handler: hb})
+		ready(t, a, b)
+		exchange(t, a, b, ha, hb)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, r.Shutdown(ctx))
+		require.ErrorIs(t, <-done, xcp.ErrClosed)
+		assert.Empty(t, r.Routes())
+		require.NoError(t, r.Close())
+	})
+
+	t.Run("absent destination", func(t *testing.T) {
+		r := fastRouter(t, &xcp.Router{Components: twoComponents(), HoldTime: time.Minute})
+		ln := listen(t)
+		done := make(chan error, 1)
+		go func() { done <- r.Serve(ln) }()
+		ha := newCollector()
+		a := &xcp.Link{Name: "a.example", Secret: secretA, Addr: ln.Addr().String(), Handler: ha}
+		w := watch(a)
+		startLink(t, a)
+		ready(t, a)
+		for i := range 3 {
+			send(t, a, msg(t, "alice@a.example", "bob@b.example", fmt.Sprint(i)))
+		}
+		ha.none(t) // held for b
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, r.Shutdown(ctx))
+		require.ErrorIs(t, <-done, xcp.ErrClosed)
+		for i := range 3 {
+			got := ha.next(t)
+			assert.Equal(t, fmt.Sprint(i), got.ID())
+			assert.Equal(t, "error", got.Type())
+			assert.Contains(t, got.String(), "<remote-server-timeout ")
+		}
+		w.waitFor(t, xcp.StateDisconnected)
+	})
+
+	t.Run("slow destination", func(t *testing.T) {
+		logs := &syncBuffer{}
+		defer func() {
+			if t.Failed() {
+				t.Log(logs.String())
+			}
+		}()
+		r := fastRouter(t, &xcp.Router{Components: twoComponents(), QueueSize: 8, Logger: newTextLogger(logs)})
+		ln := listen(t)
+		done := make(chan error, 1)
+		go func() { done <- r.Serve(ln) }()
+		release := make(chan struct{})
+		var mu sync.Mutex
+		seen := map[string]string{}
+		note := func(id, how string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if prev, ok := seen[id]; ok {
+				t.Errorf("stanza %s twice: %s, then %s", id, prev, how)
+			}
+			seen[id] = how
+		}
+		var bounced atomic.Int64
+		ha := xcp.HandlerFunc(func(_ context.Context, st xcp.Stanza) {
+			if st.Type() == "error" {
+				bounced.Add(1)
+				note(st.ID(), "bounced")
+			}
+		})
+		hb := xcp.HandlerFunc(func(ctx context.Context, st xcp.Stanza) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			note(st.ID(), "delivered")
+		})
+		a := startLink(t, &xcp.Link{Name: "a.example", Secret: secretA, Addr: ln.Addr().String(), Handler: ha, Logger: newTextLogger(logs)})
+		b := startLink(t, &xcp.Link{Name: "b.example", Secret: secretB, Addr: ln.Addr().String(), Handler: hb, Logger: newTextLogger(logs)})
+		ready(t, a, b)
+		body := strings.Repeat("x", 64<<10)
+		sent := 0
+		for ; sent < 2000; sent++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			err := a.Send(ctx, msg(t, "alice@a.example", "bob@b.example", fmt.Sprint(sent)+body[:10]+body))
+			cancel()
+			if err != nil {
+				break
+			}
+		}
+		require.Less(t, sent, 2000, "b never slowed a down")
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		require.ErrorIs(t, r.Shutdown(ctx), context.DeadlineExceeded)
+		t.Logf("Shutdown took %v", time.Since(start))
+		require.ErrorIs(t, <-done, xcp.ErrClosed)
+		require.Eventually(t, func() bool { return bounced.Load() > 0 }, 5*time.Second, 10*time.Millisecond,
+			"nothing queued for the slow component was bounced to its sender")
+		close(release)
+		t.Logf("%d sent, %d bounced", sent, bounced.Load())
+	})
+}
+
+// TestRouterAbruptRestart: the router is closed at once, repeatedly, while
+// stanzas flow. Stanzas may be lost with the connection (XEP-0114 has no
+// acknowledgements), but none is duplicated or reordered, and the links
+// come back each time.
+func TestRouterAbruptRestart(t *testing.T) {
 	ln := listen(t)
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ln) }()
-	ha, hb := newCollector(), newCollector()
-	a := startLink(t, &xcp.Link{Name: "a.example", Secret: secretA, Addr: ln.Addr().String(), Handler: ha})
-	b := startLink(t, &xcp.Link{Name: "b.example", Secret: secretB, Addr: ln.Addr().String(), Handler: hb})
+	addr := ln.Addr().String()
+	hb := newCollector()
+	a := startLink(t, &xcp.Link{Name: "a.example", Secret: secretA, Addr: addr})
+	b := startLink(t, &xcp.Link{Name: "b.example", Secret: secretB, Addr: addr, Handler: hb})
+	stop := make(chan struct{})
+	var sendErr atomic.Value
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := a.Send(ctx, msg(t, "alice@a.example", "bob@b.example", fmt.Sprint(i)))
+			cancel()
+			if err != nil && !errors.Is(err, xcp.ErrQueueFull) {
+				sendErr.Store(err)
+				return
+			}
+		}
+	}()
+	last := -1
+	check := func() {
+		for {
+			select {
+			case st := <-hb:
+				var n int
+				_, err := fmt.Sscan(st.ID(), &n)
+				require.NoError(t, err)
+				require.Greater(t, n, last, "stanza %d after %d: duplicated or reordered", n, last)
+				last = n
+			default:
+				return
+			}
+		}
+	}
+	for range 3 {
+		r := fastRouter(t, &xcp.Router{Components: twoComponents()})
+		lnr := ln
+		if lnr == nil {
+			var err error
+			lnr, err = listenOn(addr)
+			require.NoError(t, err)
+		}
+		ln = nil
+		done := make(chan error, 1)
+		go func() { done <- r.Serve(lnr) }()
+		ready(t, a, b)
+		time.Sleep(30 * time.Millisecond) // let stanzas flow
+		require.NoError(t, r.Close())
+		require.ErrorIs(t, <-done, xcp.ErrClosed)
+		check()
+	}
+	close(stop)
+	wg.Wait()
+	if err := sendErr.Load(); err != nil {
+		t.Fatal(err)
+	}
+	r := fastRouter(t, &xcp.Router{Components: twoComponents()})
+	lnr, err := listenOn(addr)
+	require.NoError(t, err)
+	serveRouter(t, r, lnr)
 	ready(t, a, b)
-	exchange(t, a, b, ha, hb)
+	send(t, a, msg(t, "alice@a.example", "bob@b.example", "999999999"))
+	for {
+		st := hb.next(t)
+		if st.ID() == "999999999" {
+			break
+		}
+		var n int
+		_, err := fmt.Sscan(st.ID(), &n)
+		require.NoError(t, err)
+		require.Greater(t, n, last)
+		last = n
+	}
+}
+
+// TestRouterRestartInFlight: a graceful router restart while stanzas
+// flow. Each stanza arrives once and in order, or comes back as a bounce;
+// those the components sent while the links were closing and no link was
+// left to carry are dropped, but counted in the router's log: nothing is
+// lost silently, nothing duplicated.
+func TestRouterRestartInFlight(t *testing.T) {
+	ln := listen(t)
+	addr := ln.Addr().String()
+	hb := newCollector()
+	var bounced sync.Map
+	ha := xcp.HandlerFunc(func(_ context.Context, st xcp.Stanza) {
+		if st.Type() == "error" {
+			bounced.Store(st.ID(), true)
+		}
+	})
+	a := startLink(t, &xcp.Link{Name: "a.example", Secret: secretA, Addr: addr, Handler: ha, MaxQueueWait: -1})
+	b := startLink(t, &xcp.Link{Name: "b.example", Secret: secretB, Addr: addr, Handler: hb})
+	logs := &syncBuffer{}
+	r1 := fastRouter(t, &xcp.Router{Components: twoComponents(), Logger: newTextLogger(logs)})
+	done1 := make(chan error, 1)
+	go func() { done1 <- r1.Serve(ln) }()
+	ready(t, a, b)
+	defer func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	}()
+
+	const n = 2000
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range n {
+			var err error
+			for range 1000 { // a full queue while the router is away: retry
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err = a.Send(ctx, msg(t, "alice@a.example", "bob@b.example", fmt.Sprint(i)))
+				cancel()
+				if !errors.Is(err, xcp.ErrQueueFull) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	var arrived []int
+	for range 100 {
+		arrived = append(arrived, id(t, hb.next(t)))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	require.NoError(t, r.Shutdown(ctx))
-	require.ErrorIs(t, <-done, xcp.ErrClosed)
+	require.NoError(t, r1.Shutdown(ctx))
+	require.ErrorIs(t, <-done1, xcp.ErrClosed)
+	ln2, err := listenOn(addr)
+	require.NoError(t, err)
+	serveRouter(t, fastRouter(t, &xcp.Router{Components: twoComponents()}), ln2)
+	<-sent
+	send(t, a, msg(t, "alice@a.example", "bob@b.example", "-1")) // behind all the others
+	for {
+		k := id(t, hb.next(t))
+		if k < 0 {
+			break
+		}
+		arrived = append(arrived, k)
+	}
+	for i := 1; i < len(arrived); i++ {
+		require.Greater(t, arrived[i], arrived[i-1], "stanza %d after %d: duplicated or reordered", arrived[i], arrived[i-1])
+	}
+	lost := 0
+	got := map[int]bool{}
+	for _, k := range arrived {
+		got[k] = true
+	}
+	for i := range n {
+		if _, ok := bounced.Load(fmt.Sprint(i)); ok {
+			require.False(t, got[i], "stanza %d both arrived and bounced", i)
+			continue
+		}
+		if !got[i] {
+			lost++
+		}
+	}
+	logged := 0
+	for _, m := range droppedRe.FindAllStringSubmatch(logs.String(), -1) {
+		var c int
+		_, err := fmt.Sscan(m[1], &c)
+		require.NoError(t, err)
+		logged += c
+	}
+	t.Logf("%d arrived, %d lost, %d counted as dropped in the router's log", len(arrived), lost, logged)
+	assert.Equal(t, logged, lost, "stanzas lost without a trace")
+}
+
+var droppedRe = regexp.MustCompile(`msg="router closed: undelivered stanzas dropped" count=(\d+)`)
+
+func id(t *testing.T, st xcp.Stanza) int {
+	t.Helper()
+	var k int
+	_, err := fmt.Sscan(st.ID(), &k)
+	require.NoError(t, err, "id %q", st.ID())
+	return k
+}
+
+// TestRouterRestartServeMode: the router dials a Link that waits for it
+// (Link.Serve); the router restarts several times, and each time the Link
+// takes the new connection, delivers what was queued meanwhile, and its
+// OnStateChange calls come one at a time, in the order of the changes.
+func TestRouterRestartServeMode(t *testing.T) {
+	hs := newCollector()
+	var inCallback atomic.Int32
+	var mu sync.Mutex
+	var states []xcp.State
+	s2s := &xcp.Link{Name: "s2s-1.edge-1.example.com", Secret: secretS2S, Handler: hs,
+		OnStateChange: func(s xcp.State, _ error) {
+			if inCallback.Add(1) != 1 {
+				t.Error("OnStateChange called concurrently")
+			}
+			time.Sleep(time.Millisecond) // widen any window
+			mu.Lock()
+			states = append(states, s)
+			mu.Unlock()
+			inCallback.Add(-1)
+		}}
+	edgeAddr := serveLink(t, s2s)
+	comps := []xcp.Component{
+		{Name: "s2s-1.edge-1.example.com", Secret: secretS2S, DefaultRoute: true, Addr: edgeAddr},
+		{Name: "imp.vngtp.lab", Secret: secretIMP, Domains: []string{"vngtp.lab"}},
+	}
+	hi := newCollector()
+	next := 0
+	for round := range 3 {
+		r := fastRouter(t, &xcp.Router{Components: comps})
+		addr := startRouter(t, r)
+		imp := startLink(t, &xcp.Link{Name: "imp.vngtp.lab", Secret: secretIMP, Addr: addr, Handler: hi})
+		ready(t, s2s, imp)
+		if round > 0 {
+			// Queued by the edge while the router was away.
+			for range 5 {
+				got := hi.next(t)
+				assert.Equal(t, fmt.Sprint(next), got.ID())
+				next++
+			}
+		}
+		send(t, imp, msg(t, "bob@vngtp.lab", "alice@coluc.com", "r"+fmt.Sprint(round)))
+		assert.Equal(t, "r"+fmt.Sprint(round), hs.next(t).ID())
+		require.NoError(t, imp.Close())
+		require.NoError(t, r.Close())
+		require.Eventually(t, func() bool { return s2s.State() != xcp.StateConnected }, 5*time.Second, time.Millisecond)
+		for i := range 5 {
+			send(t, s2s, msg(t, "alice@coluc.com", "bob@vngtp.lab", fmt.Sprint(next+i)))
+		}
+	}
+	// The callback for the last change may still be running.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(states) > 0 && states[len(states)-1] == s2s.State()
+	}, 5*time.Second, time.Millisecond, "the last callback does not report the current state")
+}
+
+// TestRefuseInboundForDialledComponent: a component the router dials may
+// not connect in: on Expressway the DMZ never opens connections inwards.
+func TestRefuseInboundForDialledComponent(t *testing.T) {
+	ln := listen(t)
+	unused := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	comps := twoComponents()
+	comps[0].Addr = unused // dialled by the router (nobody answers)
+	r := &xcp.Router{Components: comps}
+	addr := startRouter(t, r)
+	c := dialRaw(t, addr)
+	c.send(header(xcp.NSAccept, "to", "a.example"))
+	got := c.until("</stream:stream>")
+	assert.NotContains(t, got, " id='", "the router offered a handshake")
+	assert.Contains(t, got, strings.Replace(streamErr, "%s", "policy-violation", 1))
+	c.closed()
 	assert.Empty(t, r.Routes())
-	require.NoError(t, r.Close())
 }
 
 // TestWrongSecret: the router refuses the handshake with <not-authorized/>

@@ -33,6 +33,7 @@ const (
 	nsStreamErrors = "urn:ietf:params:xml:ns:xmpp-streams"
 	nsStanzaErrors = "urn:ietf:params:xml:ns:xmpp-stanzas"
 	nsXML          = "http://www.w3.org/XML/1998/namespace"
+	nsXMLNS        = "http://www.w3.org/2000/xmlns/"
 	nsClient       = "jabber:client"
 	nsServer       = "jabber:server"
 )
@@ -43,6 +44,7 @@ const (
 	maxRefLen     = 12      // "&#x10FFFF;" is the longest valid reference
 	minRead       = 4 << 10 // read at least this much at once
 	initialBuf    = 32 << 10
+	maxScopeDecls = 128 // namespace declarations in scope
 )
 
 type scanState uint8
@@ -106,13 +108,26 @@ func (s span) ok() bool { return s.start >= 0 }
 
 type attrSpan struct{ name, value span }
 
+// scopeEntry is a namespace declaration on an open element. id is the
+// same for declarations of equal namespace names (after unescaping), so
+// that resolved attribute names compare as integers.
 type scopeEntry struct {
 	prefix, value span
+	id            int32
+	hash          uint64
 	depth         int
 }
 
 // binding is a prefix declared on the stream header.
-type binding struct{ prefix, ns string }
+type binding struct {
+	prefix, ns string
+	id         int32
+	hash       uint64
+}
+
+// xmlNSID is the namespace identity of the xml prefix, which no other
+// prefix may share.
+const xmlNSID = -1
 
 // header is a peer's stream header.
 type header struct {
@@ -132,6 +147,7 @@ type element struct {
 	raw                 []byte
 	name                string // qualified name, only for kindOther (error text)
 	to, from, typ, id   span
+	strip               span // the stanza's own xmlns attribute, with the white space before it
 	usesHeaderPrefix    bool
 	unsupportedNSForErr string
 }
@@ -161,6 +177,8 @@ type scanner struct {
 
 	hdr      header
 	hdrScope []binding
+	hdrIDs   int32 // namespace identities used by hdrScope
+	nextID   int32 // next fresh namespace identity
 
 	st       scanState
 	ret      scanState // state to resume after a reference
@@ -174,11 +192,13 @@ type scanner struct {
 	attrs    []attrSpan
 	names    []span
 	scope    []scopeEntry
+	attrIDs  []int32 // resolved namespace of each attribute of the start tag
 	top      element
 
 	// Backing arrays that spare allocations for typical stanzas.
-	attrsBuf [8]attrSpan
-	namesBuf [8]span
+	attrsBuf   [8]attrSpan
+	namesBuf   [8]span
+	attrIDsBuf [8]int32
 }
 
 func newScanner(r io.Reader, lim limits) *scanner {
@@ -189,7 +209,7 @@ func newScanner(r io.Reader, lim limits) *scanner {
 		headerMode: true,
 		atStart:    true,
 	}
-	s.attrs, s.names = s.attrsBuf[:0], s.namesBuf[:0]
+	s.attrs, s.names, s.attrIDs = s.attrsBuf[:0], s.namesBuf[:0], s.attrIDsBuf[:0]
 	return s
 }
 
@@ -204,7 +224,7 @@ func newElementScanner(b []byte, lim limits) *scanner {
 		standalone: true,
 		hdr:        header{ns: NSAccept, streamNS: nsStream},
 	}
-	s.attrs, s.names = s.attrsBuf[:0], s.namesBuf[:0]
+	s.attrs, s.names, s.attrIDs = s.attrsBuf[:0], s.namesBuf[:0], s.attrIDsBuf[:0]
 	return s
 }
 
@@ -337,6 +357,7 @@ func (s *scanner) run() (bool, error) {
 			case isSpace(c):
 				s.pos++
 				s.base = s.pos
+				s.atStart = false // the XML declaration must come first
 			case c == '<':
 				s.base = s.pos
 				s.st = stLT
@@ -611,7 +632,12 @@ func (s *scanner) startTag(empty bool) (bool, error) {
 	if s.depth > s.lim.maxDepth {
 		return false, violation(stream.PolicyViolation, "elements nested deeper than %d", s.lim.maxDepth)
 	}
+	if s.depth == 1 && !s.headerMode {
+		s.top = element{to: noSpan, from: noSpan, typ: noSpan, id: noSpan, strip: noSpan}
+		s.nextID = s.hdrIDs
+	}
 	// Duplicate attributes, and namespace declarations.
+	prefixed := 0
 	for i, a := range s.attrs {
 		name := s.bytesOf(a.name)
 		for _, o := range s.attrs[:i] {
@@ -619,39 +645,33 @@ func (s *scanner) startTag(empty bool) (bool, error) {
 				return false, violation(stream.NotWellFormed, "attribute %q repeated", truncBytes(name))
 			}
 		}
-		if p, ok := bytes.CutPrefix(name, []byte("xmlns:")); ok {
-			v := s.bytesOf(a.value)
-			switch {
-			case len(v) == 0:
-				return false, violation(stream.NotWellFormed, "namespace prefix %q bound to nothing", p)
-			case string(p) == "xmlns", string(p) == "xml" && string(v) != nsXML:
-				return false, violation(stream.BadNamespacePrefix, "reserved prefix %q redeclared", p)
+		p, _, ok := cutColon(name)
+		switch {
+		case !ok:
+			if string(name) == "xmlns" {
+				if v := s.bytesOf(a.value); attrIs(v, nsXML) || attrIs(v, nsXMLNS) {
+					return false, violation(stream.BadNamespacePrefix, "reserved namespace %q declared as the default namespace", truncString(unescape(v)))
+				}
 			}
-			s.scope = append(s.scope, scopeEntry{
-				prefix: span{a.name.start + 6, a.name.end},
-				value:  a.value,
-				depth:  s.depth,
-			})
+		case string(p) == "xmlns":
+			if err := s.declare(a, name[len("xmlns:"):]); err != nil {
+				return false, err
+			}
+		default:
+			prefixed++
 		}
-	}
-	if s.depth == 1 && !s.headerMode {
-		s.top = element{to: noSpan, from: noSpan, typ: noSpan, id: noSpan}
 	}
 	// Every prefix used must be declared.
 	if p, _, ok := cutColon(s.bytesOf(s.tagName)); ok {
 		if string(p) == "xml" || string(p) == "xmlns" {
 			return false, violation(stream.BadNamespacePrefix, "element with reserved prefix %q", p)
 		}
-		if _, err := s.resolve(p); err != nil {
+		if _, err := s.resolveID(p); err != nil {
 			return false, err
 		}
 	}
-	for _, a := range s.attrs {
-		p, _, ok := cutColon(s.bytesOf(a.name))
-		if !ok || string(p) == "xmlns" || string(p) == "xml" {
-			continue
-		}
-		if _, err := s.resolve(p); err != nil {
+	if prefixed > 0 {
+		if err := s.checkPrefixedAttrs(prefixed); err != nil {
 			return false, err
 		}
 	}
@@ -663,7 +683,9 @@ func (s *scanner) startTag(empty bool) (bool, error) {
 			}
 			return true, s.takeHeader()
 		}
-		s.noteTop()
+		if err := s.noteTop(); err != nil {
+			return false, err
+		}
 	}
 	if len(s.names) >= s.lim.maxDepth {
 		return false, violation(stream.PolicyViolation, "elements nested deeper than %d", s.lim.maxDepth)
@@ -676,8 +698,126 @@ func (s *scanner) startTag(empty bool) (bool, error) {
 	return false, nil
 }
 
-// resolve finds the namespace a prefix is bound to: on the element or its
-// ancestors first, then on the stream header.
+// declare records the namespace declaration a (xmlns:p='…') on the
+// element being opened, refusing what Namespaces in XML 1.0 §3 reserves:
+// the xmlns prefix, the xml prefix bound to anything but its namespace,
+// and another prefix bound to either reserved namespace.
+func (s *scanner) declare(a attrSpan, p []byte) error {
+	v := s.bytesOf(a.value)
+	isXML, isXMLNS := attrIs(v, nsXML), attrIs(v, nsXMLNS)
+	switch {
+	case len(v) == 0:
+		return violation(stream.NotWellFormed, "namespace prefix %q bound to nothing", truncBytes(p))
+	case string(p) == "xmlns":
+		return violation(stream.BadNamespacePrefix, "reserved prefix %q declared", p)
+	case string(p) == "xml":
+		if !isXML {
+			return violation(stream.BadNamespacePrefix, "reserved prefix %q bound to %q", p, truncString(unescape(v)))
+		}
+		return nil // the xml prefix is always bound; nothing to record
+	case isXML || isXMLNS:
+		return violation(stream.BadNamespacePrefix, "prefix %q bound to the reserved namespace %q", truncBytes(p), truncString(unescape(v)))
+	}
+	if len(s.scope) >= maxScopeDecls {
+		return violation(stream.PolicyViolation, "more than %d namespace declarations in scope", maxScopeDecls)
+	}
+	e := scopeEntry{
+		prefix: span{a.name.start + int32(len("xmlns:")), a.name.end},
+		value:  a.value,
+		hash:   nsHash(v),
+		depth:  s.depth,
+	}
+	e.id = s.nsID(e.hash, v)
+	s.scope = append(s.scope, e)
+	return nil
+}
+
+// nsID returns the identity of the namespace name v (raw, as written),
+// whose hash is h: that of an equal name in scope, or a fresh one.
+func (s *scanner) nsID(h uint64, v []byte) int32 {
+	for _, b := range s.hdrScope {
+		if b.hash == h && unescape(v) == b.ns {
+			return b.id
+		}
+	}
+	for _, o := range s.scope {
+		if o.hash == h && sameAttrValue(s.bytesOf(o.value), v) {
+			return o.id
+		}
+	}
+	s.nextID++
+	return s.nextID - 1
+}
+
+// checkPrefixedAttrs refuses two attributes with the same local name whose
+// prefixes are bound to the same namespace (Namespaces in XML 1.0 §6.3).
+func (s *scanner) checkPrefixedAttrs(n int) error {
+	s.attrIDs = s.attrIDs[:0]
+	var (
+		last   []byte // the last prefix resolved: often the next one's
+		lastID int32
+	)
+	for _, a := range s.attrs {
+		p, _, ok := cutColon(s.bytesOf(a.name))
+		switch {
+		case !ok || string(p) == "xmlns":
+			s.attrIDs = append(s.attrIDs, xmlNSID-1) // not a namespaced attribute
+		case string(p) == "xml":
+			s.attrIDs = append(s.attrIDs, xmlNSID)
+		case last != nil && bytes.Equal(p, last):
+			s.attrIDs = append(s.attrIDs, lastID)
+		default:
+			id, err := s.resolveID(p)
+			if err != nil {
+				return err
+			}
+			s.attrIDs = append(s.attrIDs, id)
+			last, lastID = p, id
+		}
+	}
+	if n < 2 {
+		return nil
+	}
+	for i, a := range s.attrs {
+		id := s.attrIDs[i]
+		if id < xmlNSID {
+			continue
+		}
+		_, local, _ := cutColon(s.bytesOf(a.name))
+		for j, o := range s.attrs[:i] {
+			if s.attrIDs[j] != id {
+				continue
+			}
+			if _, l, _ := cutColon(s.bytesOf(o.name)); bytes.Equal(l, local) {
+				return violation(stream.NotWellFormed, "attributes %q and %q have the same namespace and name",
+					truncBytes(s.bytesOf(o.name)), truncBytes(s.bytesOf(a.name)))
+			}
+		}
+	}
+	return nil
+}
+
+// resolveID finds the identity of the namespace a prefix is bound to: on
+// the element or its ancestors first, then on the stream header.
+func (s *scanner) resolveID(p []byte) (int32, error) {
+	for i := len(s.scope) - 1; i >= 0; i-- {
+		e := &s.scope[i]
+		if int(e.prefix.end-e.prefix.start) == len(p) && bytes.Equal(s.bytesOf(e.prefix), p) {
+			return e.id, nil
+		}
+	}
+	if !s.headerMode {
+		for _, b := range s.hdrScope {
+			if string(p) == b.prefix {
+				s.top.usesHeaderPrefix = true
+				return b.id, nil
+			}
+		}
+	}
+	return 0, violation(stream.BadNamespacePrefix, "undeclared namespace prefix %q", truncBytes(p))
+}
+
+// resolve finds the namespace a prefix is bound to, as resolveID.
 func (s *scanner) resolve(p []byte) (string, error) {
 	for i := len(s.scope) - 1; i >= 0; i-- {
 		if bytes.Equal(s.bytesOf(s.scope[i].prefix), p) {
@@ -695,18 +835,26 @@ func (s *scanner) resolve(p []byte) (string, error) {
 	return "", violation(stream.BadNamespacePrefix, "undeclared namespace prefix %q", truncBytes(p))
 }
 
-// noteTop records what the router needs from a top-level start tag.
-func (s *scanner) noteTop() {
+// noteTop records what the router needs from a top-level start tag, and
+// checks a stanza's namespace: a stanza is in the stream's content
+// namespace, by inheriting it or by naming it in an xmlns attribute that
+// the copy drops (so that the stanza takes the namespace of whatever stream
+// it is written to). A stanza in another content namespace would be
+// forwarded into a stream where it means something else, or where the
+// receiver (Prosody, for one) ends the stream: it is refused with
+// <invalid-namespace/>. Standalone parsing (ParseStanza) takes any of the
+// content namespaces, and drops it the same way.
+func (s *scanner) noteTop() error {
 	qname := s.bytesOf(s.tagName)
 	prefix, local, prefixed := cutColon(qname)
 	if !prefixed {
 		local, prefix = prefix, nil
 	}
-	ns := s.hdr.ns
-	if prefixed {
-		ns, _ = s.resolve(prefix) // checked by startTag
-	}
-	for _, a := range s.attrs {
+	var (
+		nsVal []byte
+		nsAt  = -1
+	)
+	for i, a := range s.attrs {
 		n := s.bytesOf(a.name)
 		switch string(n) {
 		case "to":
@@ -718,32 +866,108 @@ func (s *scanner) noteTop() {
 		case "id":
 			s.top.id = a.value
 		case "xmlns":
-			if !prefixed {
-				ns = unescape(s.bytesOf(a.value))
+			nsVal, nsAt = s.bytesOf(a.value), i
+		}
+	}
+	k := kindOther
+	switch string(local) {
+	case "message":
+		k = kindMessage
+	case "presence":
+		k = kindPresence
+	case "iq":
+		k = kindIQ
+	case "handshake":
+		k = kindHandshake
+	case "error":
+		if prefixed {
+			if ns, _ := s.resolve(prefix); ns == s.hdr.streamNS { // prefix checked by startTag
+				s.top.kind = kindStreamError
+				return nil
 			}
 		}
 	}
+	var ns string // the element's namespace, when not the stream's
 	switch {
-	case ns == s.hdr.streamNS && prefixed && string(local) == "error":
-		s.top.kind = kindStreamError
-	case ns == NSAccept || ns == NSConnect || ns == nsClient || ns == nsServer:
-		switch string(local) {
-		case "message":
-			s.top.kind = kindMessage
-		case "presence":
-			s.top.kind = kindPresence
-		case "iq":
-			s.top.kind = kindIQ
-		case "handshake":
-			if ns == NSAccept || ns == NSConnect {
-				s.top.kind = kindHandshake
-			}
+	case prefixed:
+		ns, _ = s.resolve(prefix)
+		if k != kindOther && contentNS(ns) {
+			return violation(stream.BadNamespacePrefix, "<%s/> with a namespace prefix: stanzas use the default namespace", truncBytes(qname))
 		}
+		k = kindOther
+	case nsAt < 0 || attrIs(nsVal, s.hdr.ns):
+		// The stream's content namespace.
+	case s.standalone && k != kindHandshake && contentNS(unescape(nsVal)):
+		// ParseStanza: any content namespace, rewritten below.
+	default:
+		ns = unescape(nsVal)
+		if k != kindOther && contentNS(ns) {
+			return violation(stream.InvalidNamespace, "<%s xmlns='%s'/> on a %s stream", local, truncString(ns), s.hdr.ns)
+		}
+		k = kindOther
 	}
-	if s.top.kind == kindOther {
+	if k != kindOther && nsAt >= 0 {
+		a := s.attrs[nsAt]
+		start := a.name.start
+		for start > 0 && isSpace(s.buf[s.base+int(start)-1]) {
+			start--
+		}
+		s.top.strip = span{start, a.value.end + 1}
+	}
+	s.top.kind = k
+	if k == kindOther {
 		s.top.name = truncBytes(qname)
+		if ns == "" {
+			ns = s.hdr.ns
+		}
 		s.top.unsupportedNSForErr = truncString(ns)
 	}
+	return nil
+}
+
+// contentNS reports the namespaces XMPP stanzas are qualified by.
+func contentNS(ns string) bool {
+	return ns == NSAccept || ns == NSConnect || ns == nsClient || ns == nsServer
+}
+
+// attrIs reports whether the raw attribute value v means s, without
+// allocating in the common case of a value with no reference or white
+// space to normalise.
+func attrIs(v []byte, s string) bool {
+	if !needsUnescape(v) {
+		return string(v) == s
+	}
+	return unescape(v) == s
+}
+
+func sameAttrValue(a, b []byte) bool {
+	if !needsUnescape(a) && !needsUnescape(b) {
+		return bytes.Equal(a, b)
+	}
+	return unescape(a) == unescape(b)
+}
+
+func needsUnescape(v []byte) bool {
+	for _, c := range v {
+		switch c {
+		case '&', '\t', '\n', '\r':
+			return true
+		}
+	}
+	return false
+}
+
+// nsHash is FNV-1a over the unescaped attribute value v.
+func nsHash(v []byte) uint64 {
+	if needsUnescape(v) {
+		v = []byte(unescape(v))
+	}
+	h := uint64(14695981039346656037)
+	for _, c := range v {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
 }
 
 // endTag handles a complete end tag.
@@ -811,12 +1035,6 @@ func (s *scanner) takeHeader() error {
 		switch {
 		case string(n) == "xmlns":
 			h.ns = v
-		case bytes.HasPrefix(n, []byte("xmlns:")):
-			p := string(n[6:])
-			s.hdrScope = append(s.hdrScope, binding{prefix: p, ns: v})
-			if p == string(prefix) {
-				h.streamNS = v
-			}
 		case string(n) == "to":
 			h.to = v
 		case string(n) == "from":
@@ -827,6 +1045,14 @@ func (s *scanner) takeHeader() error {
 			h.version = v
 		}
 	}
+	for _, e := range s.scope {
+		b := binding{prefix: string(s.bytesOf(e.prefix)), ns: unescape(s.bytesOf(e.value)), id: e.id, hash: e.hash}
+		s.hdrScope = append(s.hdrScope, b)
+		if b.prefix == string(prefix) {
+			h.streamNS = b.ns
+		}
+	}
+	s.hdrIDs = s.nextID
 	if !prefixed {
 		h.streamNS = h.ns
 	}

@@ -26,20 +26,25 @@ var defaultLimits = limits{maxElem: DefaultMaxStanzaSize, maxDepth: DefaultMaxDe
 // A Stanza is an immutable value, safe to share between goroutines; the
 // zero Stanza is not a stanza (IsZero).
 //
-// The XML is kept verbatim so that relaying costs no re-encoding. It has no
-// namespace prefixes declared outside itself; a stanza element without an
-// xmlns attribute takes the content namespace of the stream it is written
-// to, which on a router link is always a component namespace.
+// The XML is kept verbatim so that relaying costs no re-encoding, with one
+// exception: the stanza element carries no xmlns attribute (one naming the
+// content namespace is dropped when the stanza is read), so that it takes
+// the content namespace of the stream it is written to, jabber:component:
+// accept or jabber:component:connect. It has no namespace prefixes
+// declared outside itself.
 type Stanza struct {
 	raw               string
 	kind              kind
+	ns                string // content namespace of the stream it came from; "": NSAccept
 	to, from, typ, id string
 }
 
 // ParseStanza parses one stanza element from b, with the default limits
 // (DefaultMaxStanzaSize, DefaultMaxDepth). An element without an xmlns
-// attribute is taken to be in the component namespace; jabber:client and
-// jabber:server stanzas are accepted too. The result does not alias b.
+// attribute is taken to be in the component namespace; an element in
+// jabber:client, jabber:server or either component namespace is accepted
+// too, and its xmlns attribute dropped (the namespace is rewritten, as
+// servers do when they route a stanza). The result does not alias b.
 func ParseStanza(b []byte) (Stanza, error) {
 	return parseStanza(b, defaultLimits)
 }
@@ -56,7 +61,7 @@ func parseStanza(b []byte, lim limits) (Stanza, error) {
 	if !el.kind.stanza() {
 		return Stanza{}, fmt.Errorf("%w: <%s/> is not a message, presence or iq", ErrInvalidStanza, el.kind)
 	}
-	st := makeStanza(el)
+	st := makeStanza(el, NSAccept)
 	if _, err := sc.next(); err != io.EOF {
 		return Stanza{}, fmt.Errorf("%w: more than one element", ErrInvalidStanza)
 	}
@@ -88,16 +93,39 @@ func NewStanza(r xml.TokenReader) (Stanza, error) {
 	return ParseStanza(buf.Bytes())
 }
 
-// makeStanza copies an element out of the scanner's buffer.
-func makeStanza(el element) Stanza {
-	raw := string(el.raw)
+// makeStanza copies an element out of the scanner's buffer, without the
+// top-level xmlns attribute the scanner marked for stripping. ns is the
+// content namespace of the stream it arrived on.
+func makeStanza(el element, ns string) Stanza {
+	var raw string
+	to, from, typ, id := el.to, el.from, el.typ, el.id
+	if !el.strip.ok() {
+		raw = string(el.raw)
+	} else {
+		cut := el.strip.end - el.strip.start
+		var b strings.Builder
+		b.Grow(len(el.raw) - int(cut))
+		b.Write(el.raw[:el.strip.start])
+		b.Write(el.raw[el.strip.end:])
+		raw = b.String()
+		for _, sp := range []*span{&to, &from, &typ, &id} {
+			if sp.ok() && sp.start >= el.strip.end {
+				sp.start -= cut
+				sp.end -= cut
+			}
+		}
+	}
+	if ns == NSAccept {
+		ns = "" // the default: Stanzas from ParseStanza compare equal
+	}
 	return Stanza{
 		raw:  raw,
 		kind: el.kind,
-		to:   attrValue(raw, el.to),
-		from: attrValue(raw, el.from),
-		typ:  attrValue(raw, el.typ),
-		id:   attrValue(raw, el.id),
+		ns:   ns,
+		to:   attrValue(raw, to),
+		from: attrValue(raw, from),
+		typ:  attrValue(raw, typ),
+		id:   attrValue(raw, id),
 	}
 }
 
@@ -151,35 +179,51 @@ func (s Stanza) WriteTo(w io.Writer) (int64, error) {
 }
 
 // TokenReader returns the stanza as XML tokens, for mellium.im/xmpp and
-// xmlstream. A stanza without its own xmlns has the component namespace.
+// xmlstream. The stanza and its descendants that inherit the stream's
+// content namespace are in the namespace of the stream the stanza arrived
+// on (NSAccept or NSConnect); a stanza made with ParseStanza or NewStanza is
+// in NSAccept.
 func (s Stanza) TokenReader() xml.TokenReader {
-	d := xml.NewDecoder(strings.NewReader(s.raw))
-	return &nsTokenReader{d: d}
+	ns := s.ns
+	if ns == "" {
+		ns = NSAccept
+	}
+	return &nsTokenReader{d: xml.NewDecoder(strings.NewReader(s.raw)), ns: ns}
 }
 
-// nsTokenReader gives the top-level element the component namespace when
-// the stanza inherits it, as it would inside the stream.
+// nsTokenReader puts the content namespace on the elements that inherit
+// it, as they would inside the stream. The raw stanza declares no default
+// namespace on its top-level element, so encoding/xml leaves exactly those
+// elements without one (and those under an empty xmlns that undeclares it).
 type nsTokenReader struct {
-	d     *xml.Decoder
-	depth int
-	top   string
+	d       *xml.Decoder
+	ns      string
+	inherit []bool // per open element
 }
 
 func (r *nsTokenReader) Token() (xml.Token, error) {
 	tok, err := r.d.Token()
 	switch t := tok.(type) {
 	case xml.StartElement:
-		r.depth++
-		if r.depth == 1 && t.Name.Space == "" {
-			t.Name.Space = NSAccept
-			r.top = NSAccept
+		in := t.Name.Space == "" && (len(r.inherit) == 0 || r.inherit[len(r.inherit)-1])
+		for _, a := range t.Attr {
+			if a.Name.Space == "" && a.Name.Local == "xmlns" {
+				in = false // xmlns='': no namespace from here down
+			}
+		}
+		r.inherit = append(r.inherit, in)
+		if in {
+			t.Name.Space = r.ns
 			return t, err
 		}
 	case xml.EndElement:
-		r.depth--
-		if r.depth == 0 && r.top != "" && t.Name.Space == "" {
-			t.Name.Space = r.top
-			return t, err
+		if n := len(r.inherit); n > 0 {
+			in := r.inherit[n-1]
+			r.inherit = r.inherit[:n-1]
+			if in {
+				t.Name.Space = r.ns
+				return t, err
+			}
 		}
 	}
 	return tok, err
@@ -193,7 +237,9 @@ func (s Stanza) Decode(v any) error {
 
 // ErrorReply returns the error stanza (RFC 6120 §8.3) that answers s: same
 // name and id, to and from swapped, type "error", with e's type, condition
-// and texts (e.By is written as the error's by attribute when set). ok is
+// and texts (e.By is written as the error's by attribute when set). A
+// condition that is not an XML name (such as "") is replaced by
+// <undefined-condition/>. ok is
 // false when s must not be answered: it is itself an error, an IQ result,
 // or it has no from address to answer.
 func (s Stanza) ErrorReply(e stanza.Error) (reply Stanza, ok bool) {
@@ -205,7 +251,8 @@ func (s Stanza) ErrorReply(e stanza.Error) (reply Stanza, ok bool) {
 		t = stanza.Cancel
 	}
 	cond := e.Condition
-	if cond == "" {
+	if !validNCName(string(cond)) {
+		// Written as an element name: anything else would be markup.
 		cond = stanza.UndefinedCondition
 	}
 	var b strings.Builder
@@ -249,7 +296,21 @@ func (s Stanza) ErrorReply(e stanza.Error) (reply Stanza, ok bool) {
 		b.WriteString("</text>")
 	}
 	b.WriteString("</error></" + name + ">")
-	return Stanza{raw: b.String(), kind: s.kind, to: s.from, from: s.to, typ: "error", id: s.id}, true
+	return Stanza{raw: b.String(), kind: s.kind, ns: s.ns, to: s.from, from: s.to, typ: "error", id: s.id}, true
+}
+
+// validNCName reports an XML name without a colon, in the ASCII subset
+// the scanner accepts.
+func validNCName(n string) bool {
+	if n == "" || !isNameStart(n[0]) {
+		return false
+	}
+	for i := 1; i < len(n); i++ {
+		if !isNameChar(n[i]) || n[i] == ':' {
+			return false
+		}
+	}
+	return true
 }
 
 // bounce answers s with a stanza error of the given condition.

@@ -3,6 +3,7 @@ package xcp_test
 import (
 	"context"
 	"crypto/tls"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,5 +80,62 @@ func TestTLSMutualAuth(t *testing.T) {
 		err := l.Ready(ctx)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "TLS certificate rejected")
+	})
+}
+
+// TestRequireCertificateName: with RequireCertificateName, a component's
+// certificate must name the component, in both dialling directions.
+func TestRequireCertificateName(t *testing.T) {
+	ca := testpki.NewCA(t)
+	coreTLS := &tls.Config{
+		Certificates: []tls.Certificate{ca.Leaf(t, "core.example")},
+		ClientCAs:    ca.Pool(),
+		RootCAs:      ca.Pool(),
+	}
+	linkTLS := func(names ...string) *tls.Config {
+		return &tls.Config{
+			Certificates: []tls.Certificate{ca.Leaf(t, names...)},
+			RootCAs:      ca.Pool(),
+			ClientCAs:    ca.Pool(),
+			ServerName:   "core.example",
+		}
+	}
+
+	t.Run("component dials", func(t *testing.T) {
+		r := &xcp.Router{Components: twoComponents(), TLSConfig: coreTLS, RequireCertificateName: true}
+		addr := startRouter(t, r)
+		good := startLink(t, &xcp.Link{Name: "a.example", Secret: secretA, Addr: addr, TLSConfig: linkTLS("edge.example", "a.example")})
+		ready(t, good)
+		bad := startLink(t, &xcp.Link{Name: "b.example", Secret: secretB, Addr: addr, TLSConfig: linkTLS("edge.example")})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := bad.Ready(ctx)
+		require.ErrorIs(t, err, xcp.ErrNotAuthorized)
+		assert.Contains(t, err.Error(), "does not name component")
+	})
+
+	t.Run("router dials", func(t *testing.T) {
+		good := &xcp.Link{Name: "a.example", Secret: secretA, TLSConfig: linkTLS("edge.example", "a.example")}
+		bad := &xcp.Link{Name: "b.example", Secret: secretB, TLSConfig: linkTLS("edge.example")}
+		comps := twoComponents()
+		comps[0].Addr, comps[1].Addr = serveLink(t, good), serveLink(t, bad)
+		cfg := coreTLS.Clone()
+		cfg.ServerName = "edge.example"
+		logs := &syncBuffer{}
+		r := fastRouter(t, &xcp.Router{Components: comps, TLSConfig: cfg, RequireCertificateName: true, Logger: newTextLogger(logs)})
+		require.NoError(t, r.Start())
+		t.Cleanup(func() { require.NoError(t, r.Close()) })
+		ready(t, good)
+		require.Eventually(t, func() bool {
+			return strings.Contains(logs.String(), "b.example") && strings.Contains(logs.String(), "certificate")
+		},
+			5*time.Second, 10*time.Millisecond)
+		assert.NotEqual(t, xcp.StateConnected, bad.State())
+	})
+
+	t.Run("needs TLS", func(t *testing.T) {
+		r := &xcp.Router{Components: twoComponents(), Plaintext: true, RequireCertificateName: true}
+		require.Error(t, r.Start())
+		require.NoError(t, r.Close())
 	})
 }

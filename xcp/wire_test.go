@@ -7,6 +7,8 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,4 +333,219 @@ func TestKeepAliveAndDeadPeer(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the link did not dial again")
 	}
+}
+
+// TestPreAuthLimits: before the handshake succeeds, elements are limited
+// to 1 KiB (a <handshake/> is 60 bytes), and only so many connections may
+// be in the handshake at once; the next ones are closed at once.
+func TestPreAuthLimits(t *testing.T) {
+	r := &xcp.Router{Components: twoComponents(), HandshakeTimeout: 3 * time.Second, MaxPendingHandshakes: 2}
+	addr := startRouter(t, r)
+
+	t.Run("large handshake", func(t *testing.T) {
+		c := dialRaw(t, addr)
+		c.send(header(xcp.NSAccept, "to", "a.example"))
+		c.until(">")
+		c.send("<handshake>" + strings.Repeat("a", 2000) + "</handshake>")
+		assert.Contains(t, c.until("</stream:stream>"), strings.Replace(streamErr, "%s", "policy-violation", 1))
+		c.closed()
+	})
+
+	t.Run("pending handshakes", func(t *testing.T) {
+		waitGone(t, r, "a.example")
+		p1, p2 := dialRaw(t, addr), dialRaw(t, addr)
+		p1.send(header(xcp.NSAccept, "to", "a.example"))
+		p1.until(">")
+		p2.send(header(xcp.NSAccept, "to", "b.example"))
+		p2.until(">")
+		// A third is refused well before the handshake timeout.
+		c := dialRaw(t, addr)
+		require.NoError(t, c.c.SetReadDeadline(time.Now().Add(time.Second)))
+		_, err := io.ReadAll(c.c)
+		var ne net.Error
+		require.False(t, errors.As(err, &ne) && ne.Timeout(), "a third connection waits in the handshake")
+		// Once one of them is done, there is room again.
+		p1.send("<handshake>" + strings.Repeat("0", 40) + "</handshake>")
+		p1.until("</stream:stream>")
+		p1.closed()
+		require.Eventually(t, func() bool {
+			c := dialRaw(t, addr)
+			c.send(header(xcp.NSAccept, "to", "a.example"))
+			require.NoError(t, c.c.SetReadDeadline(time.Now().Add(time.Second)))
+			var b [512]byte
+			n, _ := c.c.Read(b[:])
+			return strings.Contains(string(b[:n]), "id='")
+		}, 5*time.Second, 50*time.Millisecond)
+	})
+}
+
+// fakeComponent accepts one connection from a router that dials it and
+// answers its stream header with hdr; it returns what the router sent.
+func fakeComponent(t *testing.T, hdr string) (string, <-chan string) {
+	t.Helper()
+	ln := listen(t)
+	out := make(chan string, 1)
+	go func() {
+		defer close(out)
+		nc, err := ln.Accept()
+		_ = ln.Close()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		c := &rawConn{t: t, c: nc}
+		_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+		var b [4096]byte
+		for !bytes.Contains(c.buf, []byte(">")) {
+			n, err := nc.Read(b[:])
+			c.buf = append(c.buf, b[:n]...)
+			if err != nil {
+				out <- string(c.buf)
+				return
+			}
+		}
+		_, _ = io.WriteString(nc, hdr)
+		rest, _ := io.ReadAll(nc)
+		out <- string(c.buf) + string(rest)
+	}()
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln.Addr().String(), out
+}
+
+// TestRouterSignsOnlyItsComponent: when the router dials a component it
+// computes the handshake over the stream ID the component chose, as
+// XEP-0114 requires, but only for a component that names itself as the
+// one dialled, and only over a plausible stream ID: it is no signing
+// oracle for whoever answers at the address.
+func TestRouterSignsOnlyItsComponent(t *testing.T) {
+	for _, tc := range []struct {
+		name, hdr, cond string
+	}{
+		{"another component", header(xcp.NSConnect, "from", "b.example")[:len(header(xcp.NSConnect, "from", "b.example"))-1] + " id='abc'>", "invalid-from"},
+		{"no from", `<stream:stream xmlns='jabber:component:connect' xmlns:stream='http://etherx.jabber.org/streams' id='abc'>`, "invalid-from"},
+		{"long id", header(xcp.NSConnect, "from", "a.example")[:len(header(xcp.NSConnect, "from", "a.example"))-1] + " id='" + strings.Repeat("x", 200) + "'>", "policy-violation"},
+		{"id with white space", header(xcp.NSConnect, "from", "a.example")[:len(header(xcp.NSConnect, "from", "a.example"))-1] + " id='a b'>", "policy-violation"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, out := fakeComponent(t, tc.hdr)
+			comps := twoComponents()
+			comps[0].Addr = addr
+			r := fastRouter(t, &xcp.Router{Components: comps})
+			require.NoError(t, r.Start())
+			t.Cleanup(func() { require.NoError(t, r.Close()) })
+			var got string
+			select {
+			case got = <-out:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the router never dialled")
+			}
+			assert.NotContains(t, got, "<handshake>", "the router signed")
+			assert.Contains(t, got, strings.Replace(streamErr, "%s", tc.cond, 1))
+		})
+	}
+}
+
+// TestLinkChecksRouterHeader: a Link dialling a router checks that the
+// router's header is for its component before it sends the handshake.
+func TestLinkChecksRouterHeader(t *testing.T) {
+	ln := listen(t)
+	defer ln.Close()
+	errs := make(chan error, 10)
+	l := startLink(t, &xcp.Link{Name: "a.example", Secret: secretA, Addr: ln.Addr().String(),
+		OnStateChange: func(_ xcp.State, err error) {
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+		}})
+	nc, err := ln.Accept()
+	require.NoError(t, err)
+	defer nc.Close()
+	c := &rawConn{t: t, c: nc}
+	c.until(">")
+	c.send(`<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='b.example' id='abc'>`)
+	got := c.until("</stream:stream>")
+	assert.NotContains(t, got, "<handshake>")
+	assert.Contains(t, got, strings.Replace(streamErr, "%s", "invalid-from", 1))
+	select {
+	case err := <-errs:
+		assert.ErrorIs(t, err, stream.InvalidFrom)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no error reported")
+	}
+	assert.NotEqual(t, xcp.StateConnected, l.State())
+}
+
+// lateListener hands out one connection after Close has begun, as a real
+// listener may when a connection is accepted just as it closes.
+type lateListener struct {
+	closed   chan struct{}
+	once     sync.Once
+	waitOnce sync.Once
+	handed   atomic.Bool
+	conn     *spyConn
+	accepted chan struct{}
+}
+
+func newLateListener() *lateListener {
+	return &lateListener{closed: make(chan struct{}), accepted: make(chan struct{}), conn: &spyConn{}}
+}
+
+func (l *lateListener) Accept() (net.Conn, error) {
+	l.waitOnce.Do(func() { close(l.accepted) })
+	<-l.closed
+	if l.handed.CompareAndSwap(false, true) {
+		return l.conn, nil
+	}
+	return nil, net.ErrClosed
+}
+
+func (l *lateListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *lateListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// spyConn records whether anything but Close was called.
+type spyConn struct {
+	used, closed atomic.Bool
+}
+
+func (c *spyConn) Read([]byte) (int, error)         { c.used.Store(true); return 0, io.EOF }
+func (c *spyConn) Write(p []byte) (int, error)      { c.used.Store(true); return len(p), nil }
+func (c *spyConn) Close() error                     { c.closed.Store(true); return nil }
+func (c *spyConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *spyConn) RemoteAddr() net.Addr             { c.used.Store(true); return &net.TCPAddr{} }
+func (c *spyConn) SetDeadline(time.Time) error      { return nil }
+func (c *spyConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *spyConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestAcceptAfterClose: a connection accepted while the Router or Link
+// closes is closed unused, not served by a goroutine Close did not wait for.
+func TestAcceptAfterClose(t *testing.T) {
+	t.Run("router", func(t *testing.T) {
+		ln := newLateListener()
+		r := fastRouter(t, &xcp.Router{Components: twoComponents()})
+		done := make(chan error, 1)
+		go func() { done <- r.Serve(ln) }()
+		<-ln.accepted // Serve is in Accept
+		require.NoError(t, r.Close())
+		require.ErrorIs(t, <-done, xcp.ErrClosed)
+		require.Eventually(t, ln.conn.closed.Load, time.Second, time.Millisecond)
+		assert.False(t, ln.conn.used.Load(), "a connection was served after Close")
+	})
+	t.Run("link", func(t *testing.T) {
+		ln := newLateListener()
+		l := fastLink(t, &xcp.Link{Name: "a.example", Secret: secretA})
+		done := make(chan error, 1)
+		go func() { done <- l.Serve(ln) }()
+		<-ln.accepted
+		require.NoError(t, l.Close())
+		require.ErrorIs(t, <-done, xcp.ErrClosed)
+		require.Eventually(t, ln.conn.closed.Load, time.Second, time.Millisecond)
+		assert.False(t, ln.conn.used.Load(), "a connection was served after Close")
+	})
 }
