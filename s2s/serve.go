@@ -250,9 +250,7 @@ func (in *inbound) starttls() (bool, error) {
 	local := in.Info().Local
 	if e.Security == tlsmode.NoTLS || !e.hasCertificate(local) {
 		in.lg().Info("refusing STARTTLS", slog.String(logkey.Security, e.Security.String()), slog.Bool("certificate", e.hasCertificate(local)))
-		in.mu.Lock()
-		in.closing = true
-		in.mu.Unlock()
+		in.markClosing()
 		var failure bytes.Buffer
 		tlsmode.WriteFailure(&failure)
 		in.write(failure.Bytes())

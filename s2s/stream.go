@@ -401,13 +401,19 @@ func (s *Stream) peerStreamError(op string, start xml.StartElement) error {
 	return e
 }
 
+// markClosing records that we are closing the stream (nothing more is sent
+// after our closing tag) and reports whether that was already so.
+func (s *Stream) markClosing() (already bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	already = s.closing
+	s.closing = true
+	return already
+}
+
 // closeReply answers the peer's </stream:stream> and ends the stream.
 func (s *Stream) closeReply() {
-	s.mu.Lock()
-	already := s.closing
-	s.closing = true
-	s.mu.Unlock()
-	if !already {
+	if !s.markClosing() {
 		s.writeString("</stream:stream>")
 	}
 	s.end(nil)
@@ -428,11 +434,7 @@ func (s *Stream) Close() error {
 // closeAsync sends </stream:stream> and lets the read loop end the stream
 // when the peer answers, or a timer after closeGrace.
 func (s *Stream) closeAsync() {
-	s.mu.Lock()
-	already := s.closing
-	s.closing = true
-	s.mu.Unlock()
-	if already {
+	if s.markClosing() {
 		return
 	}
 	if err := s.writeString("</stream:stream>"); err != nil {
