@@ -165,31 +165,22 @@ type Link struct {
 	// of the changes. It must not block, nor call Close or Shutdown.
 	OnStateChange func(State, error)
 
+	endpoint // mu also guards the fields below it
+
 	initOnce  sync.Once
 	initErr   error
-	o         *options
 	name      string
-	log       *slog.Logger
-	serverTLS *tls.Config
 	maxWait   time.Duration
 	q         *queue
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
 	connected atomic.Bool
-	pending   chan struct{} // a token per connection in the handshake (Serve)
-	refused   rateLog
 
-	bounces  bounceQueue
-	stateMu  sync.Mutex // serialises state changes with their OnStateChange calls
-	mu       sync.Mutex
-	state    State
-	lastErr  error
-	changed  chan struct{}
-	cur      *session
-	dialing  bool
-	closed   bool
-	listener map[net.Listener]struct{}
+	bounces bounceQueue
+	stateMu sync.Mutex // serialises state changes with their OnStateChange calls
+	state   State
+	lastErr error
+	changed chan struct{}
+	cur     *session
+	dialing bool
 }
 
 func (l *Link) init() error {
@@ -218,14 +209,11 @@ func (l *Link) setup() error {
 	if err != nil {
 		return err
 	}
-	l.o, l.name = o, name
+	l.use(o)
+	l.name = name
 	l.log = o.log.With(logkey.Component, name)
-	if o.tls != nil {
-		l.serverTLS = serverTLS(o.tls)
-	}
 	l.maxWait = orDefault(l.MaxQueueWait, DefaultMaxQueueWait)
 	l.q = newQueue(o.queueSize, o.queueBytes)
-	l.pending = make(chan struct{}, o.maxPending)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.changed = make(chan struct{})
 	l.bounces.init(max(o.queueSize, 1024))
@@ -273,104 +261,47 @@ func (l *Link) Serve(ln net.Listener) error {
 	if err := l.init(); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return ErrClosed
+	if err := l.addListener(ln); err != nil {
+		return err
 	}
-	if l.listener == nil {
-		l.listener = make(map[net.Listener]struct{})
-	}
-	l.listener[ln] = struct{}{}
-	l.mu.Unlock()
-	defer func() {
-		l.mu.Lock()
-		delete(l.listener, ln)
-		l.mu.Unlock()
-	}()
+	defer l.removeListener(ln)
 	l.log.Info("waiting for the router to connect", logkey.PeerAddr, ln.Addr().String())
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if l.ctx.Err() != nil {
-				return ErrClosed
-			}
-			return err
-		}
-		// Add under the lock Close takes before it waits, so that Close
-		// never misses a connection accepted as it closes.
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			_ = nc.Close()
-			return ErrClosed
-		}
-		l.wg.Add(1)
-		l.mu.Unlock()
-		select {
-		case l.pending <- struct{}{}:
-		default:
-			l.wg.Done()
-			_ = nc.Close()
-			l.refused.warn(l.log, "too many router connections in the handshake: connection closed",
-				logkey.PeerAddr, nc.RemoteAddr().String(), logkey.Count, cap(l.pending))
-			continue
-		}
-		go func() {
-			defer l.wg.Done()
-			l.accept(nc)
-		}()
-	}
+	return l.acceptLoop(ln, "too many router connections in the handshake: connection closed", l.accept)
 }
 
 func (l *Link) accept(nc net.Conn) {
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			<-l.pending
-		}
-	}
-	defer release()
-	stop := context.AfterFunc(l.ctx, func() { _ = nc.Close() })
-	addr := nc.RemoteAddr().String()
-	nc2, err := secureServer(l.ctx, nc, l.serverTLS, l.o.handshakeTimeout)
-	if err != nil {
-		stop()
-		_ = nc.Close()
-		l.log.Warn("router link refused", logkey.PeerAddr, addr, logkey.Err, &LinkError{Component: l.name, Addr: addr, Op: "tls", Err: err})
-		return
-	}
-	c := newConn(nc2, l.o, NSConnect)
 	var (
 		s        *session
 		attached bool
 	)
-	err = c.respond(func(name string) (string, error) {
-		if name != l.name {
-			return "", violation(stream.HostUnknown, "this is component %q, not %q", l.name, name)
-		}
-		l.mu.Lock()
-		busy := l.cur != nil
-		l.mu.Unlock()
-		if busy {
-			return "", violation(stream.Conflict, "component %q already has a router link", l.name)
-		}
-		return l.Secret, nil
-	}, func() error {
-		s = l.newSession(c)
-		if err := l.attach(s); err != nil {
-			return err
-		}
-		attached = true
-		return nil
-	})
-	if !stop() {
-		err = ErrClosed
+	tlsRefused := func(addr string, err error) {
+		l.log.Warn("router link refused", logkey.PeerAddr, addr, logkey.Err, &LinkError{Component: l.name, Addr: addr, Op: "tls", Err: err})
 	}
-	release()
+	c, addr, err := l.handshakeIn(nc, NSConnect, tlsRefused, func(c *conn) error {
+		return c.respond(func(name string) (string, error) {
+			if name != l.name {
+				return "", violation(stream.HostUnknown, "this is component %q, not %q", l.name, name)
+			}
+			l.mu.Lock()
+			busy := l.cur != nil
+			l.mu.Unlock()
+			if busy {
+				return "", violation(stream.Conflict, "component %q already has a router link", l.name)
+			}
+			return l.Secret, nil
+		}, func() error {
+			s = l.newSession(c)
+			if err := l.attach(s); err != nil {
+				return err
+			}
+			attached = true
+			return nil
+		})
+	})
+	if c == nil {
+		return
+	}
 	if err != nil {
-		_ = nc2.Close()
 		if attached {
 			l.detach(s, err)
 		}
@@ -428,23 +359,9 @@ func (l *Link) dialLoop() {
 }
 
 func (l *Link) dial() (*session, error) {
-	ctx, cancel := context.WithTimeout(l.ctx, l.o.handshakeTimeout)
-	defer cancel()
-	nc, err := l.o.dial(ctx, "tcp", l.Addr)
+	c, err := l.dialLink(NSAccept, l.name, l.Secret, l.Addr, nil)
 	if err != nil {
-		return nil, &LinkError{Component: l.name, Addr: l.Addr, Op: "dial", Err: err}
-	}
-	nc2, err := secureClient(ctx, nc, l.o.tls, l.Addr, l.o.handshakeTimeout)
-	if err != nil {
-		_ = nc.Close()
-		return nil, &LinkError{Component: l.name, Addr: l.Addr, Op: "tls", Err: err}
-	}
-	stop := context.AfterFunc(l.ctx, func() { _ = nc2.Close() })
-	defer stop()
-	c := newConn(nc2, l.o, NSAccept)
-	if err := c.initiate(l.name, l.Secret); err != nil {
-		_ = nc2.Close()
-		return nil, &LinkError{Component: l.name, Addr: l.Addr, Op: "handshake", Err: err}
+		return nil, err
 	}
 	return l.newSession(c), nil
 }
@@ -691,22 +608,14 @@ func (l *Link) bounceLoop() {
 }
 
 func (l *Link) expireLoop() {
-	defer l.wg.Done()
-	t := time.NewTicker(min(time.Second, max(l.maxWait/4, time.Millisecond)))
-	defer t.Stop()
 	var buf []item
-	for {
-		select {
-		case <-l.ctx.Done():
-			return
-		case now := <-t.C:
-			buf = l.q.expire(now, buf[:0])
-			if len(buf) > 0 {
-				l.bounce(buf, stanza.RemoteServerTimeout, "router link down: not delivered in time")
-				clear(buf)
-			}
+	l.tick(l.maxWait, func(now time.Time) {
+		buf = l.q.expire(now, buf[:0])
+		if len(buf) > 0 {
+			l.bounce(buf, stanza.RemoteServerTimeout, "router link down: not delivered in time")
+			clear(buf)
 		}
-	}
+	})
 }
 
 // Shutdown waits until every queued stanza has been written while the
@@ -738,10 +647,7 @@ func (l *Link) Close() error {
 	}
 	l.closed = true
 	cur := l.cur
-	lns := make([]net.Listener, 0, len(l.listener))
-	for ln := range l.listener {
-		lns = append(lns, ln)
-	}
+	lns := l.listenerList()
 	l.mu.Unlock()
 	l.cancel()
 	if cur != nil {

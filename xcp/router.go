@@ -152,31 +152,22 @@ type Router struct {
 	// Logger receives links coming and going and refused connections.
 	Logger *slog.Logger
 
-	initOnce  sync.Once
-	initErr   error
-	o         *options
-	log       *slog.Logger
-	serverTLS *tls.Config
-	hold      time.Duration
-	slots     map[string]*slot
-	slotList  []*slot
-	byDomain  map[string][]*slot
-	defaults  []*slot
-	local     map[string]bool
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	endpoint // mu also guards started and changed
 
-	pending chan struct{} // a token per connection in the handshake
-	refused rateLog
+	initOnce sync.Once
+	initErr  error
+	hold     time.Duration
+	slots    map[string]*slot
+	slotList []*slot
+	byDomain map[string][]*slot
+	defaults []*slot
+	local    map[string]bool
+
 	closing atomic.Bool  // Shutdown or Close began: no holding, no new links
 	dropped atomic.Int64 // stanzas dropped while closing, for the log
 
-	mu        sync.Mutex
-	closed    bool
-	started   bool
-	listeners map[net.Listener]struct{}
-	changed   chan struct{} // closed and replaced when a link comes or goes
+	started bool
+	changed chan struct{} // closed and replaced when a link comes or goes
 }
 
 type slotState int32
@@ -226,11 +217,8 @@ func (r *Router) setup() error {
 	if r.RequireCertificateName && o.tls == nil {
 		return errors.New("xcp: Router.RequireCertificateName needs TLSConfig: there is no certificate to check without TLS")
 	}
-	r.o, r.log = o, o.log
-	r.pending = make(chan struct{}, o.maxPending)
-	if o.tls != nil {
-		r.serverTLS = serverTLS(o.tls)
-	}
+	r.use(o)
+	r.log = o.log
 	r.hold = orDefault(r.HoldTime, DefaultHoldTime)
 	r.slots = make(map[string]*slot)
 	r.byDomain = make(map[string][]*slot)
@@ -339,111 +327,56 @@ func (r *Router) Serve(ln net.Listener) error {
 	if err := r.Start(); err != nil {
 		return err
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return ErrClosed
+	if err := r.addListener(ln); err != nil {
+		return err
 	}
-	if r.listeners == nil {
-		r.listeners = make(map[net.Listener]struct{})
-	}
-	r.listeners[ln] = struct{}{}
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(r.listeners, ln)
-		r.mu.Unlock()
-	}()
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if r.ctx.Err() != nil {
-				return ErrClosed
-			}
-			return err
-		}
-		// Add under the lock Close takes before it waits, so that Close
-		// never misses a connection accepted as it closes.
-		r.mu.Lock()
-		if r.closed {
-			r.mu.Unlock()
-			_ = nc.Close()
-			return ErrClosed
-		}
-		r.wg.Add(1)
-		r.mu.Unlock()
-		select {
-		case r.pending <- struct{}{}:
-		default:
-			r.wg.Done()
-			_ = nc.Close()
-			r.refused.warn(r.log, "too many component connections in the handshake: connection closed",
-				logkey.PeerAddr, nc.RemoteAddr().String(), logkey.Count, cap(r.pending))
-			continue
-		}
-		go r.accept(nc)
-	}
+	defer r.removeListener(ln)
+	return r.acceptLoop(ln, "too many component connections in the handshake: connection closed", r.accept)
 }
 
 func (r *Router) accept(nc net.Conn) {
-	defer r.wg.Done()
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			<-r.pending
-		}
-	}
-	defer release()
-	stop := context.AfterFunc(r.ctx, func() { _ = nc.Close() })
-	addr := nc.RemoteAddr().String()
-	nc2, err := secureServer(r.ctx, nc, r.serverTLS, r.o.handshakeTimeout)
-	if err != nil {
-		stop()
-		_ = nc.Close()
-		r.log.Warn("component refused", logkey.PeerAddr, addr, logkey.Err, &LinkError{Addr: addr, Op: "tls", Err: err})
-		return
-	}
-	c := newConn(nc2, r.o, NSAccept)
 	var (
 		sl       *slot
 		s        *session
 		attached bool
 	)
-	err = c.respond(func(name string) (string, error) {
-		sl = r.slots[name]
-		if sl == nil {
-			return "", violation(stream.HostUnknown, "no component %q is configured on this router", name)
-		}
-		if sl.cfg.Addr != "" {
-			return "", violation(stream.PolicyViolation, "component %q is dialled by this router (at %s): it may not connect in", name, sl.cfg.Addr)
-		}
-		if r.RequireCertificateName {
-			if err := checkCertName(nc2, name); err != nil {
-				return "", violation(stream.NotAuthorized, "the TLS certificate does not name component %q: %v", name, err)
-			}
-		}
-		sl.mu.Lock()
-		busy := sl.cur != nil
-		sl.mu.Unlock()
-		if busy {
-			return "", violation(stream.Conflict, "component %q is already connected", name)
-		}
-		return sl.cfg.Secret, nil
-	}, func() error {
-		s = r.newSession(sl, c)
-		if err := r.attach(sl, s, false); err != nil {
-			return err
-		}
-		attached = true
-		return nil
-	})
-	if !stop() {
-		err = ErrClosed
+	tlsRefused := func(addr string, err error) {
+		r.log.Warn("component refused", logkey.PeerAddr, addr, logkey.Err, &LinkError{Addr: addr, Op: "tls", Err: err})
 	}
-	release()
+	c, addr, err := r.handshakeIn(nc, NSAccept, tlsRefused, func(c *conn) error {
+		return c.respond(func(name string) (string, error) {
+			sl = r.slots[name]
+			if sl == nil {
+				return "", violation(stream.HostUnknown, "no component %q is configured on this router", name)
+			}
+			if sl.cfg.Addr != "" {
+				return "", violation(stream.PolicyViolation, "component %q is dialled by this router (at %s): it may not connect in", name, sl.cfg.Addr)
+			}
+			if r.RequireCertificateName {
+				if err := checkCertName(c.nc, name); err != nil {
+					return "", violation(stream.NotAuthorized, "the TLS certificate does not name component %q: %v", name, err)
+				}
+			}
+			sl.mu.Lock()
+			busy := sl.cur != nil
+			sl.mu.Unlock()
+			if busy {
+				return "", violation(stream.Conflict, "component %q is already connected", name)
+			}
+			return sl.cfg.Secret, nil
+		}, func() error {
+			s = r.newSession(sl, c)
+			if err := r.attach(sl, s, false); err != nil {
+				return err
+			}
+			attached = true
+			return nil
+		})
+	})
+	if c == nil {
+		return
+	}
 	if err != nil {
-		_ = nc2.Close()
 		if attached {
 			r.detach(sl, s, err)
 		}
@@ -508,32 +441,11 @@ func (r *Router) dialLoop(sl *slot) {
 }
 
 func (r *Router) dial(sl *slot) (*conn, error) {
-	addr := sl.cfg.Addr
-	ctx, cancel := context.WithTimeout(r.ctx, r.o.handshakeTimeout)
-	defer cancel()
-	nc, err := r.o.dial(ctx, "tcp", addr)
-	if err != nil {
-		return nil, &LinkError{Component: sl.name, Addr: addr, Op: "dial", Err: err}
-	}
-	nc2, err := secureClient(ctx, nc, r.o.tls, addr, r.o.handshakeTimeout)
-	if err != nil {
-		_ = nc.Close()
-		return nil, &LinkError{Component: sl.name, Addr: addr, Op: "tls", Err: err}
-	}
+	var check func(net.Conn) error
 	if r.RequireCertificateName {
-		if err := checkCertName(nc2, sl.name); err != nil {
-			_ = nc2.Close()
-			return nil, &LinkError{Component: sl.name, Addr: addr, Op: "tls", Err: err}
-		}
+		check = func(nc net.Conn) error { return checkCertName(nc, sl.name) }
 	}
-	stop := context.AfterFunc(r.ctx, func() { _ = nc2.Close() })
-	defer stop()
-	c := newConn(nc2, r.o, NSConnect)
-	if err := c.initiate(sl.name, sl.cfg.Secret); err != nil {
-		_ = nc2.Close()
-		return nil, &LinkError{Component: sl.name, Addr: addr, Op: "handshake", Err: err}
-	}
-	return c, nil
+	return r.dialLink(NSConnect, sl.name, sl.cfg.Secret, sl.cfg.Addr, check)
 }
 
 func (r *Router) newSession(sl *slot, c *conn) *session {
@@ -860,30 +772,22 @@ func (r *Router) reroute(sl *slot) {
 
 // janitor ends the hold of components whose link stayed down too long.
 func (r *Router) janitor() {
-	defer r.wg.Done()
-	t := time.NewTicker(min(time.Second, max(r.hold/4, time.Millisecond)))
-	defer t.Stop()
-	for {
-		select {
-		case <-r.ctx.Done():
-			return
-		case now := <-t.C:
-			for _, sl := range r.slotList {
-				sl.mu.Lock()
-				expired := slotState(sl.state.Load()) == slotHolding && now.Sub(sl.since) >= r.hold
-				if expired {
-					sl.state.Store(int32(slotDown))
+	r.tick(r.hold, func(now time.Time) {
+		for _, sl := range r.slotList {
+			sl.mu.Lock()
+			expired := slotState(sl.state.Load()) == slotHolding && now.Sub(sl.since) >= r.hold
+			if expired {
+				sl.state.Store(int32(slotDown))
+			}
+			sl.mu.Unlock()
+			if expired {
+				if n := sl.q.len(); n > 0 {
+					r.log.Warn("component still down: its stanzas are rerouted or bounced", logkey.Component, sl.name, logkey.Queued, n)
 				}
-				sl.mu.Unlock()
-				if expired {
-					if n := sl.q.len(); n > 0 {
-						r.log.Warn("component still down: its stanzas are rerouted or bounced", logkey.Component, sl.name, logkey.Queued, n)
-					}
-					r.reroute(sl)
-				}
+				r.reroute(sl)
 			}
 		}
-	}
+	})
 }
 
 // Routes returns a snapshot of the routing table: one entry per domain of
@@ -1066,10 +970,7 @@ func (r *Router) beginClose() bool {
 		return false
 	}
 	r.closed = true
-	lns := make([]net.Listener, 0, len(r.listeners))
-	for ln := range r.listeners {
-		lns = append(lns, ln)
-	}
+	lns := r.listenerList()
 	r.mu.Unlock()
 	r.closing.Store(true)
 	r.cancel()
