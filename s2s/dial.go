@@ -217,7 +217,7 @@ func (s *Stream) negotiate(ctx context.Context, local, remote string, direct, ve
 		if !isTLS {
 			peer := tlsmode.PeerNoTLS
 			if feat.tls {
-				peer = tlsmode.Peer(feat.tlsPeer)
+				peer = feat.tlsPeer
 			}
 			useTLS, derr := tlsmode.Decide(e.Security, peer)
 			if derr != nil {
@@ -345,7 +345,7 @@ func parseFeatures(d *xml.Decoder) (features, error) {
 				if err != nil {
 					return f, err
 				}
-				f.tls, f.tlsPeer = true, int(p)
+				f.tls, f.tlsPeer = true, p
 				continue
 			case t.Name.Space == NSSASL && t.Name.Local == "mechanisms":
 				var m struct {

@@ -25,8 +25,8 @@ func TestParseFeatures(t *testing.T) {
 		want features
 	}{
 		{"", features{}},
-		{"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>", features{tls: true, tlsPeer: int(tlsmode.PeerRequired)}},
-		{"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", features{tls: true, tlsPeer: int(tlsmode.PeerOptional)}},
+		{"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>", features{tls: true, tlsPeer: tlsmode.PeerRequired}},
+		{"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", features{tls: true, tlsPeer: tlsmode.PeerOptional}},
 		{"<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism><mechanism>EXTERNAL</mechanism></mechanisms>", features{external: true, mechanisms: []string{"PLAIN", "EXTERNAL"}}},
 		{"<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>", features{dialback: true, dbErrors: true}},
 		{"<dialback xmlns='urn:xmpp:features:dialback'/>", features{dialback: true}},

@@ -2,7 +2,6 @@ package s2s_test
 
 import (
 	"crypto/tls"
-	"errors"
 	"testing"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"mellium.im/xmpp/stanza"
 	"mellium.im/xmpp/stream"
 
-	"github.com/xmppfed/xmppfed/internal/testpki"
 	"github.com/xmppfed/xmppfed/s2s"
 	"github.com/xmppfed/xmppfed/tlsmode"
 )
@@ -247,9 +245,6 @@ func TestAuthoritativeNeverAnswers(t *testing.T) {
 		})
 	}
 }
-
-var _ = errors.Is
-var _ = testpki.NewCA
 
 // Requiring a valid certificate for one remote domain refuses plaintext
 // and unverifiable peers of that domain only.

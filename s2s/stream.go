@@ -9,7 +9,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"github.com/xmppfed/xmppfed/dialback"
 	"github.com/xmppfed/xmppfed/internal/logkey"
 	"github.com/xmppfed/xmppfed/internal/wire"
+	"github.com/xmppfed/xmppfed/tlsmode"
 )
 
 // Namespaces of S2S negotiation.
@@ -463,7 +463,7 @@ func (s *Stream) setTLS(cs tls.ConnectionState, certErr error) {
 // features is what a peer's <stream:features/> offers.
 type features struct {
 	tls        bool
-	tlsPeer    int // tlsmode.Peer value
+	tlsPeer    tlsmode.Peer
 	external   bool
 	dialback   bool
 	dbErrors   bool
@@ -474,5 +474,3 @@ type features struct {
 func (f features) String() string {
 	return fmt.Sprintf("starttls=%v external=%v dialback=%v", f.tls, f.external, f.dialback)
 }
-
-var _ io.Writer = (*bufio.Writer)(nil)

@@ -120,7 +120,6 @@ type Reader struct {
 	lim     Limits
 	br      *budgetReader
 	d       *xml.Decoder
-	header  bool // stream header seen
 	content string
 	buf     bytes.Buffer
 }
@@ -247,7 +246,6 @@ func (r *Reader) Header() (xml.StartElement, error) {
 			if t.Name.Space != NSStream || t.Name.Local != "stream" {
 				return t.Copy(), violation(stream.InvalidNamespace, "stream header is not <stream:stream> in "+NSStream, nil)
 			}
-			r.header = true
 			r.content = Attr(t, "", "xmlns")
 			return t.Copy(), nil
 		case xml.Comment:
