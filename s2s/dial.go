@@ -33,10 +33,14 @@ import (
 // The returned stream is authorized for (local, remote); Authorize adds
 // further pairs. Stanzas are sent with Send; Close ends the stream.
 func (e *Endpoint) Dial(ctx context.Context, local, remote string) (*Stream, error) {
+	return e.dialWith(ctx, local, remote, nil)
+}
+
+func (e *Endpoint) dialWith(ctx context.Context, local, remote string, eng *engine) (*Stream, error) {
 	if err := e.check("dial"); err != nil {
 		return nil, err
 	}
-	s, feat, err := e.connect(ctx, local, remote, false)
+	s, feat, err := e.connect(ctx, local, remote, false, eng)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +70,7 @@ func (e *Endpoint) Dial(ctx context.Context, local, remote string) (*Stream, err
 
 // connect resolves remote, connects to the first target that answers and
 // negotiates the stream up to (and including) SASL.
-func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly bool) (*Stream, features, error) {
+func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly bool, eng *engine) (*Stream, features, error) {
 	op := "dial"
 	if verifyOnly {
 		op = "verify"
@@ -94,7 +98,7 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 	}
 	var errs []error
 	for _, t := range targets {
-		if t.DirectTLS && e.Security == tlsmode.NoTLS {
+		if t.DirectTLS && e.security(remote) == tlsmode.NoTLS {
 			continue
 		}
 		addrs, err := res.LookupAddrs(ctx, t.Host)
@@ -113,7 +117,7 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 				errs = append(errs, fmt.Errorf("%s (%s): %w", t, addr, err))
 				continue
 			}
-			s := newStream(e, conn, Outbound)
+			s := newStream(e, conn, Outbound, eng)
 			s.info.VerifyOnly = verifyOnly
 			s.setIDs(local, remote, "")
 			s.lg().Info("connected", slog.String("target", t.String()), slog.String("addr", addr), slog.Bool("direct_tls", t.DirectTLS))
@@ -131,7 +135,11 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 			errs = append(errs, err)
 		}
 	}
-	return nil, features{}, &Error{Op: op, Local: local, Remote: remote, Err: errors.Join(append([]error{ErrNoTarget}, errs...)...)}
+	err = &Error{Op: op, Local: local, Remote: remote, Err: errors.Join(append([]error{ErrNoTarget}, errs...)...)}
+	if eng != nil && !verifyOnly {
+		eng.m.add(&eng.m.failed, FailureReason(err))
+	}
+	return nil, features{}, err
 }
 
 // nextTargetAfter reports whether a negotiation failure is about the
@@ -219,7 +227,7 @@ func (s *Stream) negotiate(ctx context.Context, local, remote string, direct, ve
 			if feat.tls {
 				peer = feat.tlsPeer
 			}
-			useTLS, derr := tlsmode.Decide(e.Security, peer)
+			useTLS, derr := tlsmode.Decide(e.security(remote), peer)
 			if derr != nil {
 				var pe *tlsmode.PolicyError
 				cond := stream.PolicyViolation
@@ -695,6 +703,10 @@ func (s *Stream) Send(ctx context.Context, st *Stanza) error {
 	if err := s.write(st.XML); err != nil {
 		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: err}
 	}
+	s.ctr.stanzasOut.Add(1)
+	if s.eng != nil {
+		s.eng.m.stanzasOut.Add(1)
+	}
 	return nil
 }
 
@@ -705,10 +717,10 @@ func (s *Stream) Send(ctx context.Context, st *Stanza) error {
 // up) once it has used the answer: XEP-0220 §2.1.2 has the verifying side
 // close it, and closing after answering the originating server keeps the
 // closing handshake off its critical path.
-func (e *Endpoint) verifyDialbackKey(ctx context.Context, receiving, originating, id, key string) (dialback.Type, *stanza.Error, *Stream, error) {
+func (e *Endpoint) verifyDialbackKey(ctx context.Context, receiving, originating, id, key string, eng *engine) (dialback.Type, *stanza.Error, *Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.verifyTimeout())
 	defer cancel()
-	s, _, err := e.connect(ctx, receiving, originating, true)
+	s, _, err := e.connect(ctx, receiving, originating, true, eng)
 	if err != nil {
 		return dialback.TypeError, nil, nil, err
 	}

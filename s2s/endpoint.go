@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xmppfed/xmppfed/dialback"
@@ -91,10 +93,21 @@ type Endpoint struct {
 	// concurrent use; the federation engine puts its privacy mode here.
 	RemotePolicy func(local, remote string) error
 
+	// Policy, if set, holds the settings that may change at runtime: its
+	// security mode replaces Security, its privacy mode refuses domains in
+	// addition to RemotePolicy, its static routes replace the Resolver's,
+	// and its per-domain overrides add to RequireValidCertFor. Several
+	// Endpoints may share one Policy.
+	Policy *Policy
+
 	// OnStateChange, if set, is called on every state change of every stream,
 	// synchronously from the goroutine that caused it: keep it fast, and do
 	// not call the stream's Close from it (Close waits for that goroutine).
 	OnStateChange func(StateChange)
+
+	resolverOnce  sync.Once
+	defResolver   *srv.Resolver
+	routesVersion atomic.Int64 // the Policy version whose routes the resolver holds
 }
 
 // check refuses to run with a configuration that would fail later, inside a
@@ -105,7 +118,7 @@ func (e *Endpoint) check(op string) error {
 		return &Error{Op: op, Err: fmt.Errorf("%w: no Domains", ErrConfig)}
 	case e.Keys == nil:
 		return &Error{Op: op, Err: fmt.Errorf("%w: no dialback Keys (secret)", ErrConfig)}
-	case e.Security > tlsmode.NoTLS:
+	case e.Policy == nil && e.Security > tlsmode.NoTLS:
 		return &Error{Op: op, Err: fmt.Errorf("%w: invalid security mode %d", ErrConfig, e.Security)}
 	}
 	switch k := e.Keys.(type) {
@@ -118,7 +131,7 @@ func (e *Endpoint) check(op string) error {
 			return &Error{Op: op, Err: fmt.Errorf("%w: empty dialback secret", ErrConfig)}
 		}
 	}
-	if op == "serve" && e.Security == tlsmode.Required && !e.hasCertificate(e.defaultDomain()) {
+	if op == "serve" && e.security("") == tlsmode.Required && !e.hasCertificate(e.defaultDomain()) {
 		return &Error{Op: op, Err: fmt.Errorf("%w: security mode is TLS required but no certificate is configured, so no peer could connect", ErrConfig)}
 	}
 	for _, d := range e.Domains {
@@ -179,8 +192,13 @@ func (e *Endpoint) defaultDomain() string {
 	return "localhost"
 }
 
-// policy asks RemotePolicy about a pair.
+// policy asks the Policy's privacy mode and RemotePolicy about a pair.
 func (e *Endpoint) policy(local, remote string) error {
+	if e.Policy != nil {
+		if err := e.Policy.Check(remote); err != nil {
+			return fmt.Errorf("%w: %w", ErrPolicy, err)
+		}
+	}
 	if e.RemotePolicy == nil {
 		return nil
 	}
@@ -190,15 +208,35 @@ func (e *Endpoint) policy(local, remote string) error {
 	return nil
 }
 
-func (e *Endpoint) requireValidCert(remote string) bool {
-	return e.RequireValidCert || (e.RequireValidCertFor != nil && e.RequireValidCertFor(remote))
+// security returns the security mode for streams with remote ("" when the
+// peer's domain is not known yet).
+func (e *Endpoint) security(remote string) tlsmode.Mode {
+	if e.Policy != nil {
+		return e.Policy.SecurityFor(remote)
+	}
+	return e.Security
 }
 
+func (e *Endpoint) requireValidCert(remote string) bool {
+	return e.RequireValidCert || (e.RequireValidCertFor != nil && e.RequireValidCertFor(remote)) ||
+		(e.Policy != nil && e.Policy.RequireValidCert(remote))
+}
+
+// resolver returns the Resolver (one default Resolver per Endpoint, so that
+// its cache is kept), with the Policy's static routes applied.
 func (e *Endpoint) resolver() *srv.Resolver {
-	if e.Resolver != nil {
-		return e.Resolver
+	r := e.Resolver
+	if r == nil {
+		e.resolverOnce.Do(func() { e.defResolver = &srv.Resolver{} })
+		r = e.defResolver
 	}
-	return &srv.Resolver{}
+	if e.Policy != nil {
+		if c := e.Policy.load(); c.version != 0 && e.routesVersion.Load() != c.version {
+			r.SetStaticRoutes(c.cfg.StaticRoutes)
+			e.routesVersion.Store(c.version)
+		}
+	}
+	return r
 }
 
 func (e *Endpoint) dial(ctx context.Context, addr string) (net.Conn, error) {

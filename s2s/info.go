@@ -92,6 +92,11 @@ type Info struct {
 	VerifyOnly bool // a stream opened only to send db:verify
 	Since      time.Time
 	RemoteAddr string
+
+	// Traffic so far: stanzas of authorized pairs, and bytes on the wire
+	// (TLS records included).
+	StanzasIn, StanzasOut uint64
+	BytesIn, BytesOut     uint64
 }
 
 // TLSVersionName returns the TLS version as text ("TLS 1.3"), or "none".

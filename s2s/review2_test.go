@@ -134,13 +134,13 @@ func TestEndpointConfigRefused(t *testing.T) {
 	ctx := ctxT(t, 5*time.Second)
 	tests := []struct {
 		name string
-		ep   s2s.Endpoint
+		ep   *s2s.Endpoint
 	}{
-		{"invalid mode", s2s.Endpoint{Domains: []string{"a.test"}, Keys: secretFor("a.test"), Security: tlsmode.Mode(7)}},
-		{"empty keyring", s2s.Endpoint{Domains: []string{"a.test"}, Keys: dialback.Keyring{}, Security: tlsmode.NoTLS}},
-		{"empty secret", s2s.Endpoint{Domains: []string{"a.test"}, Keys: dialback.Generator{}, Security: tlsmode.NoTLS}},
-		{"TLS required without a certificate", s2s.Endpoint{Domains: []string{"a.test"}, Keys: secretFor("a.test")}},
-		{"bad domain", s2s.Endpoint{Domains: []string{"not a domain"}, Keys: secretFor("a.test"), Security: tlsmode.NoTLS}},
+		{"invalid mode", &s2s.Endpoint{Domains: []string{"a.test"}, Keys: secretFor("a.test"), Security: tlsmode.Mode(7)}},
+		{"empty keyring", &s2s.Endpoint{Domains: []string{"a.test"}, Keys: dialback.Keyring{}, Security: tlsmode.NoTLS}},
+		{"empty secret", &s2s.Endpoint{Domains: []string{"a.test"}, Keys: dialback.Generator{}, Security: tlsmode.NoTLS}},
+		{"TLS required without a certificate", &s2s.Endpoint{Domains: []string{"a.test"}, Keys: secretFor("a.test")}},
+		{"bad domain", &s2s.Endpoint{Domains: []string{"not a domain"}, Keys: secretFor("a.test"), Security: tlsmode.NoTLS}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

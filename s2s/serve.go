@@ -39,11 +39,20 @@ import (
 // conn and returns nil when the peer closed the stream cleanly, or the
 // *Error that ended it.
 func (e *Endpoint) ServeConn(ctx context.Context, conn net.Conn, h Handler) error {
+	return e.serveConn(ctx, conn, h, nil, nil)
+}
+
+// serveConn is ServeConn for a Server: eng registers the stream, and
+// started (if set) is called with the stream before it reads anything.
+func (e *Endpoint) serveConn(ctx context.Context, conn net.Conn, h Handler, eng *engine, started func(*Stream)) error {
 	if err := e.check("serve"); err != nil {
 		conn.Close()
 		return err
 	}
-	s := newStream(e, conn, Inbound)
+	s := newStream(e, conn, Inbound, eng)
+	if started != nil {
+		started(s)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -160,7 +169,8 @@ func (in *inbound) stream() (restart bool, err error) {
 		return false, in.readFailure("serve", err)
 	}
 	in.lg().Info("inbound stream opened", slog.Bool("tls", isTLS), slog.String("version", v))
-	if !in.v1 && e.Security == tlsmode.Required && !isTLS {
+	mode := e.security(in.peerFrom)
+	if !in.v1 && mode == tlsmode.Required && !isTLS {
 		return false, in.fail("serve", stream.UnsupportedVersion, "TLS is required and a stream without version 1.0 cannot negotiate it", nil)
 	}
 	var certErr error = errNoClaim
@@ -173,8 +183,8 @@ func (in *inbound) stream() (restart bool, err error) {
 	if in.v1 {
 		var f strings.Builder
 		f.WriteString("<stream:features>")
-		if !isTLS && e.Security != tlsmode.NoTLS && e.hasCertificate(to) {
-			if e.Security == tlsmode.Required {
+		if !isTLS && mode != tlsmode.NoTLS && e.hasCertificate(to) {
+			if mode == tlsmode.Required {
 				f.WriteString("<starttls xmlns='" + nsTLS + "'><required/></starttls>")
 			} else {
 				f.WriteString("<starttls xmlns='" + nsTLS + "'/>")
@@ -248,8 +258,8 @@ func (in *inbound) starttls() (bool, error) {
 		return false, in.fail("starttls", stream.PolicyViolation, "STARTTLS after dialback has started", nil)
 	}
 	local := in.Info().Local
-	if e.Security == tlsmode.NoTLS || !e.hasCertificate(local) {
-		in.lg().Info("refusing STARTTLS", slog.String(logkey.Security, e.Security.String()), slog.Bool("certificate", e.hasCertificate(local)))
+	if mode := e.security(in.peerFrom); mode == tlsmode.NoTLS || !e.hasCertificate(local) {
+		in.lg().Info("refusing STARTTLS", slog.String(logkey.Security, mode.String()), slog.Bool("certificate", e.hasCertificate(local)))
 		in.markClosing()
 		var failure bytes.Buffer
 		tlsmode.WriteFailure(&failure)
@@ -403,6 +413,10 @@ func (in *inbound) stanza(start xml.StartElement) error {
 	if st.XML, err = in.r.Element(start); err != nil {
 		return in.readFailure("serve", err)
 	}
+	in.ctr.stanzasIn.Add(1)
+	if in.eng != nil {
+		in.eng.m.stanzasIn.Add(1)
+	}
 	if in.h != nil {
 		in.h.ServeStanza(in.ctx, st)
 	}
@@ -476,7 +490,7 @@ func (in *inbound) result(req *dialback.Result) {
 	case !e.Serves(target):
 		in.answerResult(req, dialback.TypeError, dbError(stanza.Cancel, stanza.ItemNotFound))
 		return
-	case (e.Security == tlsmode.Required || e.requireValidCert(sender)) && !isTLS:
+	case (e.security(sender) == tlsmode.Required || e.requireValidCert(sender)) && !isTLS:
 		in.answerResult(req, dialback.TypeError, dbError(stanza.Modify, stanza.PolicyViolation))
 		return
 	case in.Authorized(target, sender):
@@ -525,11 +539,17 @@ func (in *inbound) result(req *dialback.Result) {
 			return
 		}
 	}
+	if !in.eng.tryVerify() {
+		in.lg().Warn("dialback refused: too many verifications in progress on this server", slog.String(logkey.Remote, sender))
+		in.finishVerify(gen, p, req, dialback.TypeError, dbError(stanza.Wait, stanza.ResourceConstraint), nil)
+		return
+	}
 	in.lg().Info("verifying dialback key with the authoritative server", slog.String(logkey.Local, target), slog.String(logkey.Remote, sender))
 	in.wg.Add(1)
 	go func() {
 		defer in.wg.Done()
-		t, serr, vs, err := e.verifyDialbackKey(in.ctx, target, sender, id, req.Key)
+		defer in.eng.doneVerify()
+		t, serr, vs, err := e.verifyDialbackKey(in.ctx, target, sender, id, req.Key, in.eng)
 		in.finishVerify(gen, p, req, t, serr, err)
 		if vs != nil {
 			vs.lg().Info("closing stream used for dialback only")
@@ -564,7 +584,7 @@ func (in *inbound) finishVerify(gen uint64, p Pair, req *dialback.Result, t dial
 	case t == dialback.TypeInvalid:
 		in.lg().Warn("dialback key INVALID: wrong dialback secret or spoofed domain", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote))
 		answer = req.Answer(dialback.TypeInvalid, nil)
-	case authErr != nil && authErr.Condition == stanza.NotAuthorized:
+	case authErr != nil && (authErr.Condition == stanza.NotAuthorized || authErr.Condition == stanza.ResourceConstraint):
 		answer = req.Answer(dialback.TypeError, authErr)
 	default:
 		answer = req.Answer(dialback.TypeError, dbError(stanza.Cancel, stanza.RemoteServerNotFound))
@@ -584,6 +604,9 @@ func (in *inbound) finishVerify(gen uint64, p Pair, req *dialback.Result, t dial
 		answer = req.Answer(dialback.TypeError, dbError(stanza.Auth, stanza.Forbidden))
 	}
 	in.mu.Unlock()
+	if in.eng != nil && current {
+		in.eng.verdict(answer.Type)
+	}
 	if !current {
 		in.wmu.Unlock()
 		in.lg().Info("dropping a dialback verdict for a stream that has restarted or ended", slog.String(logkey.Remote, p.Remote))
@@ -625,5 +648,8 @@ func (in *inbound) authoritative(req *dialback.Verify) {
 		a = req.Answer(dialback.TypeInvalid, nil)
 	}
 	in.writeElement(a)
+	if in.eng != nil {
+		in.eng.authoritative(a.Type)
+	}
 	in.lg().Info("authoritative dialback answer", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("type", string(a.Type)))
 }

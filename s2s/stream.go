@@ -68,6 +68,14 @@ type Stream struct {
 	cause    error // why we are failing the stream, set before the stream error is written
 	dbErrors bool  // the peer listed dialback errors: target multiplexing allowed
 
+	eng   *engine         // registry and counters of the Pool/Server; nil for a bare Endpoint
+	ctr   *streamCounters // traffic figures
+	timer *time.Timer     // idle and keepalive (watch); guarded by mu
+	onEnd []func(error)   // run once the stream has ended (whenDone); guarded by mu
+	// onConnected runs when the stream authorizes its first pair; set
+	// before the stream starts.
+	onConnected func()
+
 	readDone chan struct{} // closed when the read loop of an outbound stream returns
 	done     chan struct{} // closed when the stream is gone
 	doneErr  error
@@ -82,9 +90,22 @@ type answer struct {
 	err error
 }
 
-func newStream(ep *Endpoint, conn net.Conn, dir Direction) *Stream {
+func newStream(ep *Endpoint, conn net.Conn, dir Direction, eng *engine) *Stream {
+	ctr := &streamCounters{}
+	switch c := conn.(type) {
+	case *countingConn:
+		ctr = c.c
+	case *tls.Conn: // a direct TLS listener's connection
+		if cc, ok := c.NetConn().(*countingConn); ok {
+			ctr = cc.c
+		}
+	default:
+		conn = &countingConn{Conn: conn, c: ctr}
+	}
 	s := &Stream{
 		ep:       ep,
+		eng:      eng,
+		ctr:      ctr,
 		conn:     conn,
 		w:        bufio.NewWriterSize(conn, 4096),
 		valid:    make(map[Pair]AuthMethod),
@@ -95,6 +116,9 @@ func newStream(ep *Endpoint, conn net.Conn, dir Direction) *Stream {
 	s.info = Info{Direction: dir, State: Pending, Since: time.Now(), RemoteAddr: conn.RemoteAddr().String()}
 	s.log.Store(ep.logger().With(slog.String("direction", dir.String()), slog.String("peer_addr", s.info.RemoteAddr)))
 	s.resetReader()
+	if eng != nil {
+		eng.track(s)
+	}
 	return s
 }
 
@@ -127,6 +151,8 @@ func (s *Stream) Info() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := s.info
+	i.BytesIn, i.BytesOut = s.ctr.bytesIn.Load(), s.ctr.bytesOut.Load()
+	i.StanzasIn, i.StanzasOut = s.ctr.stanzasIn.Load(), s.ctr.stanzasOut.Load()
 	i.Pairs = make([]PairAuth, 0, len(s.valid))
 	for p, m := range s.valid {
 		i.Pairs = append(i.Pairs, PairAuth{Pair: p, Auth: m})
@@ -207,8 +233,14 @@ func (s *Stream) afterAuthorize(p Pair, m AuthMethod, wasPending bool) {
 		s.transport().SetReadDeadline(time.Time{})
 	}
 	s.lg().Info("domain pair authorized", slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.String("auth", m.String()))
+	if s.eng != nil {
+		s.eng.authorized(s, p, wasPending)
+	}
 	if from == Pending {
 		s.stateChange(Pending, Connected, nil)
+		if s.onConnected != nil {
+			s.onConnected()
+		}
 	}
 }
 
@@ -227,6 +259,7 @@ func (s *Stream) stateChange(from, to State, err error) {
 // waiter.
 func (s *Stream) end(err error) {
 	var from State
+	var hooks []func(error)
 	ended := false
 	s.endOnce.Do(func() {
 		ended = true
@@ -240,6 +273,11 @@ func (s *Stream) end(err error) {
 		vers := s.verifies
 		s.pending = map[Pair]chan answer{}
 		s.verifies = map[verifyKey]chan answer{}
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		hooks = s.onEnd
+		s.onEnd = nil
 		s.mu.Unlock()
 		s.transport().Close()
 		s.doneErr = err
@@ -253,7 +291,13 @@ func (s *Stream) end(err error) {
 	})
 	if ended {
 		// Outside the Once, so that a callback may look at the stream.
+		if s.eng != nil {
+			s.eng.ended(s, from, err)
+		}
 		s.stateChange(from, Closed, err)
+		for _, f := range hooks {
+			f(err)
+		}
 	}
 }
 
@@ -281,6 +325,7 @@ func (s *Stream) writeLocked(b []byte) error {
 		s.wErr = err
 		return err
 	}
+	s.ctr.writes.Add(1)
 	return nil
 }
 

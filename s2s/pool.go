@@ -1,0 +1,572 @@
+package s2s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+
+	"github.com/xmppfed/xmppfed/internal/logkey"
+	"github.com/xmppfed/xmppfed/internal/wire"
+)
+
+// Pool defaults.
+const (
+	DefaultQueueSize    = 1000             // stanzas per domain pair while its stream is set up
+	DefaultSetupTimeout = 90 * time.Second // resolve, connect, negotiate and authenticate
+	DefaultIdleTimeout  = 10 * time.Minute // s2s-stream.md §12
+	DefaultKeepAlive    = 60 * time.Second
+	DefaultBackoffMin   = 2 * time.Second
+	DefaultBackoffMax   = 5 * time.Minute
+)
+
+// ErrPoolClosed is returned by Send after Shutdown or Close.
+var ErrPoolClosed = errors.New("s2s: pool closed")
+
+// ErrLocalDomain is returned by Send for a stanza addressed to a domain the
+// Endpoint serves: such stanzas are routed locally, not federated.
+var ErrLocalDomain = errors.New("s2s: stanza addressed to a local domain")
+
+// Backoff spaces the connection attempts to a domain that failed: after
+// the n-th consecutive failure the next attempt waits a random time in
+// [d/2, d] with d = Min·2^(n-1), capped at Max. The jitter keeps a cluster
+// of edges from retrying in step.
+type Backoff struct {
+	Min, Max time.Duration // zero means DefaultBackoffMin, DefaultBackoffMax
+}
+
+// Delay returns the wait after the n-th consecutive failure (n ≥ 1).
+func (b Backoff) Delay(n int) time.Duration {
+	lo, hi := orDefault(b.Min, DefaultBackoffMin), orDefault(b.Max, DefaultBackoffMax)
+	if hi < lo {
+		hi = lo
+	}
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + rand.N(d/2+1)
+}
+
+// Pool sends stanzas to remote domains over outbound streams (the
+// originating role of the federation engine). It keeps one authorized
+// stream per (local, remote) domain pair, multiplexing further local
+// domains onto a stream that already reaches the remote domain, sets
+// streams up on demand and queues stanzas meanwhile, closes streams that
+// have been idle, and returns every stanza it cannot deliver to its sender
+// as an error stanza (RFC 6120 §8.3, §10.4.3) through Bounce.
+//
+// Set the fields before the first Send; a Pool must not be copied after
+// first use. The zero values of the optional fields are the defaults.
+type Pool struct {
+	// Endpoint is the server's S2S identity (required).
+	Endpoint *Endpoint
+
+	// Bounce receives the error stanzas for stanzas that could not be
+	// delivered, addressed to their local sender. Nil drops them (they are
+	// logged and counted).
+	Bounce Handler
+
+	// QueueSize bounds the stanzas queued per domain pair while its
+	// stream is set up; more are bounced with <resource-constraint/>.
+	QueueSize int
+
+	// SetupTimeout bounds the setup of a stream, DNS to authorization;
+	// queued stanzas are bounced with <remote-server-timeout/> after it.
+	SetupTimeout time.Duration
+
+	// IdleTimeout closes a stream that carried no stanza for that long;
+	// the next Send sets up a new one. Negative never closes.
+	IdleTimeout time.Duration
+
+	// KeepAlive writes a single space on a stream when nothing was written
+	// for that long, so that a dead peer shows as a failed write.
+	// Negative disables.
+	KeepAlive time.Duration
+
+	// Backoff spaces new attempts after a domain failed; meanwhile stanzas
+	// for it are bounced at once. An inbound stream from that domain
+	// ends the back-off (the peer is back).
+	Backoff Backoff
+
+	initOnce sync.Once
+	initErr  error
+	eng      *engine
+	ctx      context.Context
+	cancel   context.CancelFunc
+	unsub    func()
+
+	mu     sync.Mutex
+	routes map[Pair]*route
+	closed bool
+	wg     sync.WaitGroup
+}
+
+type routeState uint8
+
+const (
+	routeIdle routeState = iota
+	routeConnecting
+	routeUp
+	routeBackoff
+)
+
+func (s routeState) String() string {
+	return [...]string{"idle", "connecting", "up", "backoff"}[s]
+}
+
+// route is the outbound state of one domain pair.
+type route struct {
+	pair     Pair
+	state    routeState
+	queue    []*Stanza
+	stream   *Stream
+	failures int
+	retryAt  time.Time
+	lastErr  error
+}
+
+// RouteInfo describes the outbound state of one domain pair.
+type RouteInfo struct {
+	Pair
+	State     string // "idle", "connecting", "up" or "backoff"
+	Queued    int
+	Failures  int       // consecutive failed attempts
+	RetryAt   time.Time // in "backoff": stanzas are bounced until then
+	LastError error
+}
+
+func (p *Pool) init() error {
+	p.initOnce.Do(func() {
+		if p.Endpoint == nil {
+			p.initErr = &Error{Op: "send", Err: fmt.Errorf("%w: Pool without Endpoint", ErrConfig)}
+			return
+		}
+		if err := p.Endpoint.check("dial"); err != nil {
+			p.initErr = err
+			return
+		}
+		p.eng = newEngine()
+		p.eng.onInboundAuthorized = func(pr Pair) { p.ResetBackoff(pr.Remote) }
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+		p.routes = make(map[Pair]*route)
+		if pol := p.Endpoint.Policy; pol != nil {
+			p.unsub = pol.subscribe(func() { p.eng.enforcePolicy(p.Endpoint) })
+		}
+	})
+	return p.initErr
+}
+
+func (p *Pool) lg() *slog.Logger { return p.Endpoint.logger() }
+
+// Send delivers st to its remote domain: at once on an authorized stream,
+// or after the stream is set up. The stanza's from must be in a served
+// domain and its to in another one. Send returns nil once the stanza is
+// written or queued, or bounced through Bounce (privacy mode, back-off,
+// full queue, failed setup); it returns an error only for a stanza it
+// cannot take at all (bad addresses, closed pool, cancelled ctx).
+func (p *Pool) Send(ctx context.Context, st *Stanza) error {
+	if err := p.init(); err != nil {
+		return err
+	}
+	if st == nil || len(st.XML) == 0 {
+		return &Error{Op: "send", Err: fmt.Errorf("%w: empty stanza", ErrBadStanza)}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e := p.Endpoint
+	pr := Pair{Local: norm(st.From.Domainpart()), Remote: norm(st.To.Domainpart())}
+	switch {
+	case !e.Serves(pr.Local):
+		return &Error{Op: "send", Local: pr.Local, Remote: pr.Remote, Err: ErrDomainNotServed}
+	case e.Serves(pr.Remote):
+		return &Error{Op: "send", Local: pr.Local, Remote: pr.Remote, Err: ErrLocalDomain}
+	}
+	if err := e.policy(pr.Local, pr.Remote); err != nil {
+		p.bounce(st, stanza.Cancel, stanza.ServiceUnavailable, err.Error())
+		return nil
+	}
+	for range 3 { // a stream found dead is retried through the queue
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return ErrPoolClosed
+		}
+		r := p.routes[pr]
+		if r == nil {
+			r = &route{pair: pr}
+			p.routes[pr] = r
+		}
+		switch r.state {
+		case routeUp:
+			s := r.stream
+			p.mu.Unlock()
+			err := s.Send(ctx, st)
+			if err == nil {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return err
+			}
+			p.mu.Lock()
+			if r.stream == s {
+				r.state, r.stream = routeIdle, nil
+			}
+			p.mu.Unlock()
+			continue
+		case routeBackoff:
+			if time.Now().Before(r.retryAt) {
+				lastErr, wait := r.lastErr, time.Until(r.retryAt)
+				p.mu.Unlock()
+				typ, cond := bounceCondition(lastErr)
+				p.bounce(st, typ, cond, fmt.Sprintf("server-to-server connection to %s failed (%v); next attempt in %s", pr.Remote, lastErr, wait.Round(time.Second)))
+				return nil
+			}
+			r.state = routeIdle
+		}
+		if len(r.queue) >= p.queueSize() {
+			p.mu.Unlock()
+			p.bounce(st, stanza.Wait, stanza.ResourceConstraint, fmt.Sprintf("too many stanzas queued for %s while its stream is set up", pr.Remote))
+			return nil
+		}
+		r.queue = append(r.queue, st)
+		if r.state == routeIdle {
+			r.state = routeConnecting
+			p.wg.Add(1)
+			go p.connect(r)
+		}
+		p.mu.Unlock()
+		return nil
+	}
+	p.bounce(st, stanza.Wait, stanza.RemoteServerTimeout, "server-to-server stream to "+pr.Remote+" keeps failing")
+	return nil
+}
+
+func (p *Pool) queueSize() int {
+	if p.QueueSize > 0 {
+		return p.QueueSize
+	}
+	return DefaultQueueSize
+}
+
+// connect sets up the stream of r, flushes its queue and marks it up; on
+// failure it bounces the queue and starts the back-off.
+func (p *Pool) connect(r *route) {
+	defer p.wg.Done()
+	ctx, cancel := context.WithTimeout(p.ctx, orDefault(p.SetupTimeout, DefaultSetupTimeout))
+	defer cancel()
+	s, shared, err := p.stream(ctx, r.pair)
+	if err != nil {
+		p.failed(r, err)
+		return
+	}
+	for {
+		p.mu.Lock()
+		batch := r.queue
+		r.queue = nil
+		if len(batch) == 0 {
+			r.state, r.stream, r.failures, r.lastErr = routeUp, s, 0, nil
+			p.mu.Unlock()
+			break
+		}
+		p.mu.Unlock()
+		for i, st := range batch {
+			if err := s.Send(ctx, st); err != nil {
+				p.mu.Lock()
+				r.queue = append(batch[i:], r.queue...)
+				p.mu.Unlock()
+				p.failed(r, err)
+				return
+			}
+		}
+	}
+	s.whenDone(func(error) { p.streamEnded(r, s) })
+	if !shared {
+		s.watch(p.idleTimeout(), p.keepAlive())
+	}
+}
+
+func (p *Pool) idleTimeout() time.Duration {
+	if p.IdleTimeout < 0 {
+		return 0
+	}
+	return orDefault(p.IdleTimeout, DefaultIdleTimeout)
+}
+
+func (p *Pool) keepAlive() time.Duration {
+	if p.KeepAlive < 0 {
+		return 0
+	}
+	return orDefault(p.KeepAlive, DefaultKeepAlive)
+}
+
+// stream returns an authorized stream for pr: one already reaching the
+// remote domain when it accepts one more pair (XEP-0220 multiplexing),
+// else a new one.
+func (p *Pool) stream(ctx context.Context, pr Pair) (s *Stream, shared bool, err error) {
+	p.mu.Lock()
+	var cands []*Stream
+	for q, r := range p.routes {
+		if q.Remote == pr.Remote && r.state == routeUp && !slices.Contains(cands, r.stream) {
+			cands = append(cands, r.stream)
+		}
+	}
+	p.mu.Unlock()
+	for _, s := range cands {
+		if s.Err() == nil && s.Authorize(ctx, pr.Local, pr.Remote) == nil {
+			return s, true, nil
+		}
+	}
+	s, err = p.Endpoint.dialWith(ctx, pr.Local, pr.Remote, p.eng)
+	return s, false, err
+}
+
+// failed bounces r's queue and starts (or lengthens) its back-off.
+func (p *Pool) failed(r *route, err error) {
+	p.mu.Lock()
+	batch := r.queue
+	r.queue = nil
+	r.stream = nil
+	r.failures++
+	r.lastErr = err
+	delay := p.Backoff.Delay(r.failures)
+	r.state, r.retryAt = routeBackoff, time.Now().Add(delay)
+	closing := p.closed
+	p.sweepLocked()
+	p.mu.Unlock()
+	typ, cond := bounceCondition(err)
+	text := fmt.Sprintf("server-to-server connection to %s failed: %v", r.pair.Remote, err)
+	if closing && p.ctx.Err() != nil {
+		typ, cond, text = stanza.Wait, stanza.RemoteServerTimeout, "server shutting down before the stream to "+r.pair.Remote+" was set up"
+	}
+	p.lg().Warn("federation failed; bouncing queued stanzas", slog.String(logkey.Local, r.pair.Local), slog.String(logkey.Remote, r.pair.Remote),
+		slog.Int("bounced", len(batch)), slog.Int("failures", r.failures), slog.Duration("retry_in", delay.Round(time.Millisecond)), slog.String("reason", FailureReason(err)), slog.Any(logkey.Err, err))
+	for _, st := range batch {
+		p.bounce(st, typ, cond, text)
+	}
+}
+
+// sweepLocked forgets routes that hold nothing: idle ones, and back-offs
+// that have expired. p.mu is held.
+func (p *Pool) sweepLocked() {
+	now := time.Now()
+	for k, r := range p.routes {
+		if len(r.queue) == 0 && (r.state == routeIdle || r.state == routeBackoff && now.After(r.retryAt)) {
+			delete(p.routes, k)
+		}
+	}
+}
+
+// streamEnded forgets a stream that has closed; the next Send sets up a
+// new one.
+func (p *Pool) streamEnded(r *route, s *Stream) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r.stream != s {
+		return
+	}
+	r.stream = nil
+	if r.state == routeUp {
+		r.state = routeIdle
+		if p.routes[r.pair] == r && len(r.queue) == 0 {
+			delete(p.routes, r.pair)
+		}
+	}
+}
+
+// ResetBackoff ends the back-off of every pair with remote: the next Send
+// tries at once. The Server calls it when remote authenticates an inbound
+// stream.
+func (p *Pool) ResetBackoff(remote string) {
+	if p.init() != nil {
+		return
+	}
+	remote = norm(remote)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, r := range p.routes {
+		if k.Remote == remote && r.state == routeBackoff {
+			r.state, r.failures = routeIdle, 0
+			p.lg().Info("back-off ended: the peer contacted us", slog.String(logkey.Local, k.Local), slog.String(logkey.Remote, remote))
+		}
+	}
+}
+
+// Routes returns the outbound state of every domain pair the Pool knows,
+// sorted.
+func (p *Pool) Routes() []RouteInfo {
+	if p.init() != nil {
+		return nil
+	}
+	p.mu.Lock()
+	out := make([]RouteInfo, 0, len(p.routes))
+	for _, r := range p.routes {
+		ri := RouteInfo{Pair: r.pair, State: r.state.String(), Queued: len(r.queue), Failures: r.failures, LastError: r.lastErr}
+		if r.state == routeBackoff {
+			ri.RetryAt = r.retryAt
+		}
+		out = append(out, ri)
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b RouteInfo) int {
+		if c := strings.Compare(a.Local, b.Local); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Remote, b.Remote)
+	})
+	return out
+}
+
+// Status returns a snapshot of every open stream of the Pool (and of the
+// Server using it): direction, domains, state, TLS, authentication,
+// traffic.
+func (p *Pool) Status() []Info {
+	if p.init() != nil {
+		return nil
+	}
+	return p.eng.status()
+}
+
+// Counters returns the cumulative counters of the Pool (and of the Server
+// using it).
+func (p *Pool) Counters() Counters {
+	if p.init() != nil {
+		return Counters{}
+	}
+	return p.eng.m.snapshot()
+}
+
+// Shutdown stops taking stanzas, waits for the streams being set up to
+// deliver their queues (until ctx is done; what is left is bounced with
+// <remote-server-timeout/>), then closes every outbound stream with
+// <system-shutdown/>.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	if p.init() != nil {
+		return nil
+	}
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	if p.unsub != nil {
+		p.unsub()
+	}
+	drained := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(drained)
+	}()
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+		p.cancel()
+		<-drained
+	}
+	p.cancel()
+	p.closeStreams(true)
+	return err
+}
+
+// Close stops at once: setups are abandoned (their queues bounced) and
+// streams closed.
+func (p *Pool) Close() error {
+	if p.init() != nil {
+		return nil
+	}
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	if p.unsub != nil {
+		p.unsub()
+	}
+	p.cancel()
+	p.wg.Wait()
+	p.closeStreams(false)
+	return nil
+}
+
+// closeStreams ends the outbound streams (with <system-shutdown/> when
+// graceful) and waits for their read loops.
+func (p *Pool) closeStreams(graceful bool) {
+	var wg sync.WaitGroup
+	for _, s := range p.eng.list() {
+		if s.Info().Direction != Outbound || s.Info().VerifyOnly {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if graceful {
+				s.fail("shutdown", stream.SystemShutdown, "", nil)
+			} else {
+				s.end(ErrPoolClosed)
+			}
+			if s.readDone != nil {
+				<-s.readDone
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// bounceCondition maps a setup failure to the stanza error of its bounces.
+func bounceCondition(err error) (stanza.ErrorType, stanza.Condition) {
+	if err != nil && isTimeout(err) {
+		return stanza.Wait, stanza.RemoteServerTimeout
+	}
+	return stanza.Cancel, stanza.RemoteServerNotFound
+}
+
+// bounce returns st to its sender as an error stanza, when RFC 6120 allows
+// (never for an error, nor for an iq result); otherwise it is dropped and
+// counted.
+func (p *Pool) bounce(st *Stanza, typ stanza.ErrorType, cond stanza.Condition, text string) {
+	reply := ErrorReply(st, typ, cond, text)
+	if reply == nil {
+		p.eng.m.add(&p.eng.m.dropped, "not-bounceable")
+		p.lg().Debug("dropping undeliverable stanza that must not be bounced", slog.String("name", st.Name), slog.String("type", st.Type))
+		return
+	}
+	if p.Bounce == nil {
+		p.eng.m.add(&p.eng.m.dropped, "no-bounce-handler")
+		p.lg().Warn("undeliverable stanza dropped: the Pool has no Bounce handler", slog.String("condition", string(cond)), slog.String("to", st.To.String()))
+		return
+	}
+	p.eng.m.add(&p.eng.m.bounced, string(cond))
+	p.Bounce.ServeStanza(p.ctx, reply)
+}
+
+// ErrorReply returns the error stanza answering st with the given stanza
+// error (RFC 6120 §8.3): addresses swapped, same id, type='error', the
+// error generated by the domain st was addressed to. It returns nil for a
+// stanza that must not be answered with an error: an error itself, or an
+// iq result.
+func ErrorReply(st *Stanza, typ stanza.ErrorType, cond stanza.Condition, text string) *Stanza {
+	if st.Type == "error" || st.Name == "iq" && st.Type == "result" {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("<" + st.Name + " from='" + wire.EscapeAttr(st.To.String()) + "' to='" + wire.EscapeAttr(st.From.String()) + "' type='error'")
+	if st.ID != "" {
+		b.WriteString(" id='" + wire.EscapeAttr(st.ID) + "'")
+	}
+	b.WriteString("><error type='" + string(typ) + "' by='" + wire.EscapeAttr(st.To.Domain().String()) + "'><" + string(cond) + " xmlns='" + nsStanzas + "'/>")
+	if text != "" {
+		b.WriteString("<text xmlns='" + nsStanzas + "' xml:lang='en'>" + wire.EscapeText(text) + "</text>")
+	}
+	b.WriteString("</error></" + st.Name + ">")
+	return &Stanza{Name: st.Name, From: st.To, To: st.From, Type: "error", ID: st.ID, XML: []byte(b.String())}
+}
+
+const nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"

@@ -1,0 +1,433 @@
+package s2s
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"mellium.im/xmpp/stream"
+
+	"github.com/xmppfed/xmppfed/internal/logkey"
+	"github.com/xmppfed/xmppfed/tlsmode"
+)
+
+// Server defaults.
+const (
+	DefaultMaxUnauthenticated        = 1000 // inbound streams not yet authorized, in total
+	DefaultMaxUnauthenticatedPerAddr = 20   // the same, per source address
+	DefaultMaxVerifications          = 500  // dialback verifications in progress
+	DefaultInboundIdleTimeout        = 30 * time.Minute
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("s2s: server closed")
+
+// Namespaces the Server answers itself.
+const (
+	NSPing      = "urn:xmpp:ping"
+	NSDiscoInfo = "http://jabber.org/protocol/disco#info"
+)
+
+// Server is the inbound side of the federation engine. It accepts streams
+// on its listeners (plain TCP with STARTTLS, and XEP-0368 direct TLS), runs
+// the receiving and authoritative roles for every served domain, hands each
+// stanza of an authorized pair to Handler, and answers XEP-0199 pings and
+// XEP-0030 disco#info queries addressed to a served domain itself. Its
+// replies, and everything else the server sends to remote domains, go out
+// through Pool.
+//
+// Limits protect it from peers that connect and never authenticate: in
+// total and per source address, further connections are refused at once
+// with <resource-constraint/> or <policy-violation/>, before anything is
+// read; server-wide, dialback verifications are bounded.
+//
+// Set the fields before the first Serve. The zero values of the optional
+// fields are the defaults.
+type Server struct {
+	// Endpoint is the server's S2S identity (required).
+	Endpoint *Endpoint
+
+	// Handler receives the stanzas of authorized inbound streams (and
+	// the bounces of the Server's own Pool, when Pool is nil). Nil drops
+	// them.
+	Handler Handler
+
+	// Pool sends to remote domains: the Server's replies, and the
+	// back-off it resets when a peer connects. Nil makes one with the same
+	// Endpoint and Handler as its Bounce handler, available from
+	// Server.Pool after the first Serve (or from OutboundPool).
+	Pool *Pool
+
+	// Limits; zero means the default, negative means none.
+	MaxUnauthenticated        int
+	MaxUnauthenticatedPerAddr int
+	MaxVerifications          int
+
+	// IdleTimeout closes an inbound stream that carried no stanza for that
+	// long (negative never). The peer opens a new one when it needs it.
+	IdleTimeout time.Duration
+
+	// NoBuiltins passes pings and disco#info queries to the served domains
+	// on to Handler instead of answering them.
+	NoBuiltins bool
+
+	initOnce sync.Once
+	initErr  error
+	ctx      context.Context
+	cancel   context.CancelFunc
+	eng      *engine
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	unauth    int
+	perAddr   map[netip.Addr]int
+	closed    bool
+	conns     sync.WaitGroup
+}
+
+func (srv *Server) init() error {
+	srv.initOnce.Do(func() {
+		if srv.Endpoint == nil {
+			srv.initErr = &Error{Op: "serve", Err: fmt.Errorf("%w: Server without Endpoint", ErrConfig)}
+			return
+		}
+		if err := srv.Endpoint.check("serve"); err != nil {
+			srv.initErr = err
+			return
+		}
+		if srv.Pool == nil {
+			srv.Pool = &Pool{Endpoint: srv.Endpoint, Bounce: srv.Handler}
+		}
+		if err := srv.Pool.init(); err != nil {
+			srv.initErr = err
+			return
+		}
+		srv.eng = srv.Pool.eng
+		if n := limit(srv.MaxVerifications, DefaultMaxVerifications); n > 0 {
+			srv.eng.verifySem = make(chan struct{}, n)
+		}
+		srv.ctx, srv.cancel = context.WithCancel(context.Background())
+		srv.listeners = make(map[net.Listener]struct{})
+		srv.perAddr = make(map[netip.Addr]int)
+	})
+	return srv.initErr
+}
+
+// OutboundPool returns the Pool the Server sends through.
+func (srv *Server) OutboundPool() (*Pool, error) {
+	if err := srv.init(); err != nil {
+		return nil, err
+	}
+	return srv.Pool, nil
+}
+
+func limit(v, def int) int {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
+	}
+	return v
+}
+
+// Serve accepts connections on l (the plain S2S port, 5269, where peers
+// negotiate STARTTLS) until Shutdown or Close, and returns ErrServerClosed
+// then. It closes l.
+func (srv *Server) Serve(l net.Listener) error { return srv.serve(l, false) }
+
+// ServeTLS accepts XEP-0368 direct TLS connections on l (the port
+// _xmpps-server._tcp records point at): TLS starts at once, with the
+// Endpoint's certificates and the ALPN protocol "xmpp-server".
+func (srv *Server) ServeTLS(l net.Listener) error { return srv.serve(l, true) }
+
+func (srv *Server) serve(l net.Listener, direct bool) error {
+	if err := srv.init(); err != nil {
+		l.Close()
+		return err
+	}
+	var cfg *tls.Config
+	if direct {
+		if srv.Endpoint.TLS == nil {
+			l.Close()
+			return &Error{Op: "serve", Err: fmt.Errorf("%w: direct TLS needs certificates (Endpoint.TLS)", ErrConfig)}
+		}
+		cfg = tlsmode.ServerConfig(srv.Endpoint.TLS)
+		cfg.NextProtos = []string{"xmpp-server"}
+	}
+	srv.mu.Lock()
+	if srv.closed {
+		srv.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	srv.listeners[l] = struct{}{}
+	srv.mu.Unlock()
+	lg := srv.Endpoint.logger()
+	lg.Info("serving server-to-server streams", slog.String("addr", l.Addr().String()), slog.Bool("direct_tls", direct))
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			srv.mu.Lock()
+			closed := srv.closed
+			delete(srv.listeners, l)
+			srv.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or similar: wait and retry,
+				// as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				lg.Warn("accept failed; retrying", slog.Any(logkey.Err, err), slog.Duration("delay", delay))
+				srv.mu.Lock()
+				srv.listeners[l] = struct{}{}
+				srv.mu.Unlock()
+				time.Sleep(delay)
+				continue
+			}
+			l.Close()
+			return err
+		}
+		delay = 0
+		srv.accept(conn, cfg)
+	}
+}
+
+// accept applies the connection limits and starts serving conn.
+func (srv *Server) accept(conn net.Conn, cfg *tls.Config) {
+	addr := remoteIP(conn)
+	maxTotal := limit(srv.MaxUnauthenticated, DefaultMaxUnauthenticated)
+	maxPer := limit(srv.MaxUnauthenticatedPerAddr, DefaultMaxUnauthenticatedPerAddr)
+	srv.mu.Lock()
+	var refuse stream.Error
+	var why string
+	switch {
+	case srv.closed:
+		refuse, why = stream.SystemShutdown, "server shutting down"
+	case maxTotal > 0 && srv.unauth >= maxTotal:
+		refuse, why = stream.ResourceConstraint, "too many unauthenticated connections"
+	case maxPer > 0 && srv.perAddr[addr] >= maxPer:
+		refuse, why = stream.PolicyViolation, "too many unauthenticated connections from your address"
+	default:
+		srv.unauth++
+		srv.perAddr[addr]++
+		srv.conns.Add(1)
+	}
+	srv.mu.Unlock()
+	if refuse.Err != "" {
+		srv.eng.m.add(&srv.eng.m.refused, refuse.Err)
+		srv.Endpoint.logger().Warn("refusing connection", slog.String("peer_addr", conn.RemoteAddr().String()), slog.String("condition", refuse.Err), slog.String("reason", why))
+		go refuseConn(conn, cfg, srv.Endpoint.defaultDomain(), refuse, why)
+		return
+	}
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			srv.mu.Lock()
+			srv.unauth--
+			if srv.perAddr[addr]--; srv.perAddr[addr] <= 0 {
+				delete(srv.perAddr, addr)
+			}
+			srv.mu.Unlock()
+		})
+	}
+	go func() {
+		defer srv.conns.Done()
+		defer release()
+		c := net.Conn(&countingConn{Conn: conn, c: &streamCounters{}})
+		if cfg != nil {
+			c = tls.Server(c, cfg)
+		}
+		err := srv.Endpoint.serveConn(srv.ctx, c, HandlerFunc(srv.serveStanza), srv.eng, func(s *Stream) {
+			s.onConnected = func() {
+				release()
+				s.watch(srv.idleTimeout(), srv.Pool.keepAlive())
+			}
+		})
+		if err != nil {
+			srv.Endpoint.logger().Debug("inbound stream ended", slog.Any(logkey.Err, err))
+		}
+	}()
+}
+
+func (srv *Server) idleTimeout() time.Duration {
+	if srv.IdleTimeout < 0 {
+		return 0
+	}
+	return orDefault(srv.IdleTimeout, DefaultInboundIdleTimeout)
+}
+
+// refuseConn answers a connection over a limit with a stream header and a
+// stream error, without reading from it (so without allocating for it).
+func refuseConn(conn net.Conn, cfg *tls.Config, from string, cond stream.Error, text string) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	var w io.Writer = conn
+	if cfg != nil {
+		tc := tls.Server(conn, cfg)
+		if tc.Handshake() != nil {
+			return
+		}
+		w = tc
+	}
+	io.WriteString(w, header(from, "", newStreamID(), true)+streamErrorXML(cond, text))
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// serveStanza answers what the server itself answers and hands the rest
+// to Handler.
+func (srv *Server) serveStanza(ctx context.Context, st *Stanza) {
+	if !srv.NoBuiltins && st.Name == "iq" && st.Type == "get" && st.To.Localpart() == "" && st.To.Resourcepart() == "" {
+		switch child := firstChild(st.XML); {
+		case child.Name.Space == NSPing && child.Name.Local == "ping":
+			srv.reply(ctx, st, "")
+			return
+		case child.Name.Space == NSDiscoInfo && child.Name.Local == "query" && child.node == "":
+			srv.reply(ctx, st, "<query xmlns='"+NSDiscoInfo+"'><identity category='server' type='im' name='xmppfed'/>"+
+				"<feature var='"+NSDiscoInfo+"'/><feature var='"+NSPing+"'/></query>")
+			return
+		}
+	}
+	if srv.Handler != nil {
+		srv.Handler.ServeStanza(ctx, st)
+		return
+	}
+	srv.eng.m.add(&srv.eng.m.dropped, "no-handler")
+}
+
+// reply sends an iq result with payload back to the sender of st.
+func (srv *Server) reply(ctx context.Context, st *Stanza, payload string) {
+	var b bytes.Buffer
+	b.WriteString("<iq type='result' from='")
+	xml.EscapeText(&b, []byte(st.To.String()))
+	b.WriteString("' to='")
+	xml.EscapeText(&b, []byte(st.From.String()))
+	b.WriteString("' id='")
+	xml.EscapeText(&b, []byte(st.ID))
+	b.WriteString("'>" + payload + "</iq>")
+	r := &Stanza{Name: "iq", From: st.To, To: st.From, Type: "result", ID: st.ID, XML: b.Bytes()}
+	if err := srv.Pool.Send(ctx, r); err != nil {
+		srv.Endpoint.logger().Info("could not answer iq", slog.String(logkey.Remote, st.From.Domainpart()), slog.Any(logkey.Err, err))
+	}
+}
+
+type child struct {
+	Name xml.Name
+	node string
+}
+
+// firstChild returns the first child element of a stanza.
+func firstChild(b []byte) child {
+	d := xml.NewDecoder(bytes.NewReader(b))
+	depth := 0
+	for range 64 {
+		tok, err := d.Token()
+		if err != nil {
+			return child{}
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if depth++; depth == 2 {
+				c := child{Name: t.Name}
+				for _, a := range t.Attr {
+					if a.Name.Local == "node" && a.Name.Space == "" {
+						c.node = a.Value
+					}
+				}
+				return c
+			}
+		case xml.EndElement:
+			depth--
+		}
+	}
+	return child{}
+}
+
+// Status returns a snapshot of every open stream, inbound and outbound
+// (Expressway's federation status page).
+func (srv *Server) Status() []Info {
+	if srv.init() != nil {
+		return nil
+	}
+	return srv.eng.status()
+}
+
+// Counters returns the cumulative counters of the Server and its Pool.
+func (srv *Server) Counters() Counters {
+	if srv.init() != nil {
+		return Counters{}
+	}
+	return srv.eng.m.snapshot()
+}
+
+// Shutdown stops accepting, closes every inbound stream with
+// <system-shutdown/> once the stanza it is handling has been handled, then
+// lets the Pool deliver what is queued and close its streams the same way.
+// When ctx ends first, what remains is cut off (queued stanzas bounced) and
+// ctx's error returned.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	if err := srv.init(); err != nil {
+		return err
+	}
+	srv.closeListeners()
+	srv.cancel() // inbound streams: <system-shutdown/>
+	done := make(chan struct{})
+	go func() {
+		srv.conns.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		<-done // every stream has been told to close; none waits long
+	}
+	if perr := srv.Pool.Shutdown(ctx); err == nil {
+		err = perr
+	}
+	return err
+}
+
+// Close stops at once: listeners and streams are closed, setups abandoned.
+func (srv *Server) Close() error {
+	if err := srv.init(); err != nil {
+		return err
+	}
+	srv.closeListeners()
+	srv.cancel()
+	srv.conns.Wait()
+	return srv.Pool.Close()
+}
+
+func (srv *Server) closeListeners() {
+	srv.mu.Lock()
+	srv.closed = true
+	ls := make([]net.Listener, 0, len(srv.listeners))
+	for l := range srv.listeners {
+		ls = append(ls, l)
+	}
+	srv.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+}
