@@ -70,7 +70,7 @@ type Counters struct {
 
 // metrics accumulates Counters.
 type metrics struct {
-	inOpened, outOpened, stanzasIn, stanzasOut    atomic.Uint64
+	inOpened, outOpened, stanzasIn, stanzasOut      atomic.Uint64
 	dbValid, dbInvalid, dbError, authValid, authInv atomic.Uint64
 
 	mu      sync.Mutex
