@@ -27,6 +27,27 @@
 // Endpoint.OnStateChange and logs it with slog as Expressway does
 // ("Connection state change", "Scheduling dialback timeout in 30 seconds").
 //
+// On top of the streams sits the federation engine that an edge server
+// embeds. A Server accepts inbound streams on its listeners (the plain S2S
+// port and, per XEP-0368, a direct TLS port), hands each stanza of an
+// authorized pair to its Handler, and answers XEP-0199 pings and XEP-0030
+// disco#info queries to a served domain itself. A Pool sends stanzas to
+// remote domains: it reuses or sets up one authorized stream per domain
+// pair, queues stanzas meanwhile (bounded), and returns every stanza it
+// cannot deliver to its sender as an RFC 6120 error stanza
+// (<remote-server-not-found/>, <remote-server-timeout/>,
+// <service-unavailable/> for a domain the privacy mode refuses) — never a
+// silent drop. Failed domains are retried with jittered exponential
+// back-off; idle streams are closed, and whitespace keepalives expose dead
+// peers. A Policy holds Expressway's runtime settings (security mode,
+// privacy mode with allow and deny lists, static routes, per-domain
+// overrides); Policy.Update applies at once, closing the streams the new
+// settings refuse. Status and Counters give the federation status page
+// and the figures to monitor; limits on unauthenticated connections (in
+// total and per source address), verifications, stanza size, depth and
+// queue length are enforced before anything is allocated for the peer.
+// Package s2stest stands up federated domains in a test.
+//
 // The stream layer is this package's own (internal/wire) rather than
 // mellium's xmpp.Session: mellium has no dialback, rejects S2S headers with
 // a from attribute, and re-encodes every token; here each stanza is read

@@ -176,7 +176,9 @@ func (g *engine) ended(s *Stream, from State, err error) {
 	g.mu.Lock()
 	delete(g.streams, s)
 	g.mu.Unlock()
-	if from == Pending {
+	// A clean close before authorization is no failure: verify-only
+	// streams (ours, and peers' to our authoritative role) end that way.
+	if from == Pending && err != nil && !s.Info().VerifyOnly {
 		g.m.add(&g.m.failed, FailureReason(err))
 	}
 }
@@ -247,7 +249,7 @@ func (g *engine) status() []Info {
 	streams := g.list()
 	out := make([]Info, 0, len(streams))
 	for _, s := range streams {
-		if i := s.Info(); i.State != Closed {
+		if i := s.Info(); i.State != Closed && !i.VerifyOnly { // verify-only streams are transient
 			out = append(out, i)
 		}
 	}
@@ -276,7 +278,7 @@ func (g *engine) enforcePolicy(e *Endpoint) {
 		}
 		if err := e.allowedNow(info); err != nil {
 			s.lg().Warn("closing stream after a federation policy change", slog.Any(logkey.Err, err))
-			go s.fail("policy", stream.PolicyViolation, err.Error(), err)
+			s.failAsync("policy", stream.PolicyViolation, err.Error(), err)
 		}
 	}
 }

@@ -59,10 +59,16 @@ func (e *Endpoint) serveConn(ctx context.Context, conn net.Conn, h Handler, eng 
 		cancel()
 		wg.Wait()
 	}()
+	shutdownDone := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(shutdownDone)
 		s.fail("serve", stream.SystemShutdown, "", context.Cause(ctx))
 	})
-	defer stop()
+	defer func() {
+		if !stop() {
+			<-shutdownDone // it ran: let it finish (it logs) before returning
+		}
+	}()
 	in := &inbound{Stream: s, ctx: ctx, h: h, wg: &wg, pendingVerify: make(map[Pair]bool),
 		deadline: time.Now().Add(e.negotiationTimeout())}
 	conn.SetReadDeadline(in.deadline)

@@ -383,6 +383,30 @@ func (s *Stream) fail(op string, cond stream.Error, text string, cause error) er
 // written in the same write as the stream error, so that nothing the peer
 // does in between can change the outcome.
 func (s *Stream) failAfter(op string, last []byte, cond stream.Error, text string, cause error) error {
+	e := s.beginFail(op, cond, text, cause)
+	if e == nil {
+		return s.doneErrAfterEnd()
+	}
+	s.write(append(last, streamErrorXML(cond, text)...))
+	s.end(e)
+	return e
+}
+
+// failAsync starts failing the stream now (nothing more is sent on it) and
+// writes the stream error and closes in the background, so that a slow
+// peer cannot hold the caller.
+func (s *Stream) failAsync(op string, cond stream.Error, text string, cause error) {
+	if e := s.beginFail(op, cond, text, cause); e != nil {
+		go func() {
+			s.write([]byte(streamErrorXML(cond, text)))
+			s.end(e)
+		}()
+	}
+}
+
+// beginFail marks the stream as failing for the given reason and returns
+// the *Error describing it, or nil if it is already failing.
+func (s *Stream) beginFail(op string, cond stream.Error, text string, cause error) *Error {
 	info := s.Info()
 	e := &Error{Op: op, Local: info.Local, Remote: info.Remote, StreamID: info.ID, Condition: cond, Sent: true, Err: cause}
 	if text != "" && cause == nil {
@@ -397,11 +421,6 @@ func (s *Stream) failAfter(op string, last []byte, cond stream.Error, text strin
 		e = nil // already failing for another reason; report that one
 	}
 	s.mu.Unlock()
-	if e == nil {
-		return s.doneErrAfterEnd()
-	}
-	s.write(append(last, streamErrorXML(cond, text)...))
-	s.end(e)
 	return e
 }
 

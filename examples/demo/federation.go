@@ -126,9 +126,13 @@ func federate(ctx context.Context, log *slog.Logger, out io.Writer, dns *srvtest
 		return err
 	}
 
-	impostor := *verona
-	impostor.Keys = dialback.Generator{Secret: []byte("a guessed secret")}
-	impostor.Logger = log.With("node", "impostor of verona.example")
+	impostor := &s2s.Endpoint{
+		Domains:  verona.Domains,
+		Keys:     dialback.Generator{Secret: []byte("a guessed secret")},
+		Security: verona.Security,
+		Resolver: verona.Resolver,
+		Logger:   log.With("node", "impostor of verona.example"),
+	}
 	_, err = impostor.Dial(ctx, "verona.example", "montague.example")
 	if err == nil {
 		return fmt.Errorf("a dialback key made with the wrong secret was accepted")

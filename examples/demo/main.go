@@ -61,7 +61,10 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) error {
 	if err := dialbackRoundTrip(log, out); err != nil {
 		return err
 	}
-	return federate(ctx, log, out, dns)
+	if err := federate(ctx, log, out, dns); err != nil {
+		return err
+	}
+	return engine(ctx, log, out, dns)
 }
 
 // resolve looks up every demo domain the way an edge does before it

@@ -140,6 +140,7 @@ func (n *Net) AddDomain(name string, opts Options) *Domain {
 		Logger:   n.Logger(name),
 		Policy:   pol,
 	}
+	d.Endpoint.Resolver.Logger = d.Endpoint.Logger // "resolved … method=SRV dns-timings=…"
 	switch {
 	case opts.Certificate != nil:
 		d.Endpoint.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.Certificate}}
