@@ -119,6 +119,9 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 			}
 			s := newStream(e, conn, Outbound, eng)
 			s.info.VerifyOnly = verifyOnly
+			if !verifyOnly {
+				s.h = eng.inboundHandler()
+			}
 			s.setIDs(local, remote, "")
 			s.lg().Info("connected", slog.String("target", t.String()), slog.String("addr", addr), slog.Bool("direct_tls", t.DirectTLS))
 			feat, err := s.negotiate(ctx, local, remote, t.DirectTLS, verifyOnly)
@@ -136,9 +139,6 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 		}
 	}
 	err = &Error{Op: op, Local: local, Remote: remote, Err: errors.Join(append([]error{ErrNoTarget}, errs...)...)}
-	if eng != nil && !verifyOnly {
-		eng.m.add(&eng.m.failed, FailureReason(err))
-	}
 	return nil, features{}, err
 }
 
@@ -265,6 +265,9 @@ func (s *Stream) negotiate(ctx context.Context, local, remote string, direct, ve
 		}
 		if verifyOnly || s.Authorized(local, remote) {
 			return feat, nil
+		}
+		if err := s.requestBidi(feat, isTLS); err != nil {
+			return feat, wrap(err)
 		}
 		if !isTLS && e.requireValidCert(remote) {
 			return feat, s.fail("negotiate", stream.PolicyViolation, "a valid certificate is required for "+remote+" but the peer does not offer TLS", ErrCertificate)
@@ -620,10 +623,18 @@ func (s *Stream) readLoop() {
 			}
 			s.dispatchAnswer(el)
 		case start.Name.Space == NSServer && isStanzaName(start.Name.Local):
-			// Without XEP-0288 a server must not send stanzas on a stream
-			// it did not initiate.
-			s.fail("read", stream.UnsupportedStanzaType, "stanza on a stream you did not initiate (bidi not negotiated)", nil)
-			return
+			s.mu.Lock()
+			bidi := s.bidi
+			s.mu.Unlock()
+			if !bidi {
+				// Without XEP-0288 a server must not send stanzas on a
+				// stream it did not initiate.
+				s.fail("read", stream.UnsupportedStanzaType, "stanza on a stream you did not initiate (bidi not negotiated)", nil)
+				return
+			}
+			if err := s.receiveStanza(context.Background(), start, s.h); err != nil {
+				return
+			}
 		default:
 			s.fail("read", stream.UnsupportedStanzaType, "unexpected <"+start.Name.Local+"/>", nil)
 			return
@@ -689,23 +700,29 @@ func (s *Stream) Send(ctx context.Context, st *Stanza) error {
 	}
 	p := Pair{Local: norm(st.From.Domainpart()), Remote: norm(st.To.Domainpart())}
 	s.mu.Lock()
-	dir, closing := s.info.Direction, s.closing
+	dir, closing, bidi := s.info.Direction, s.closing, s.bidi
 	_, ok := s.valid[p]
 	s.mu.Unlock()
 	switch {
-	case dir != Outbound:
+	case dir != Outbound && !bidi:
 		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrWrongDirection}
 	case closing:
 		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrStreamClosed}
 	case !ok:
 		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrNotAuthorized}
 	}
-	if err := s.write(st.XML); err != nil {
-		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: err}
-	}
+	// Counted before the write, so that a peer that has the stanza never
+	// sees a counter that lacks it.
 	s.ctr.stanzasOut.Add(1)
 	if s.eng != nil {
 		s.eng.m.stanzasOut.Add(1)
+	}
+	if err := s.write(st.XML); err != nil {
+		// The transport is broken (or the peer too slow to read within
+		// the write timeout): nothing more can be sent on this stream.
+		e := &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: err}
+		s.end(e)
+		return e
 	}
 	return nil
 }
@@ -753,4 +770,26 @@ func (s *Stream) verify(ctx context.Context, receiving, originating, id, key str
 		s.mu.Unlock()
 		return dialback.TypeError, nil, fmt.Errorf("%w: no answer from the authoritative server of %s", ErrTimeout, originating)
 	}
+}
+
+// requestBidi asks for a bidirectional stream (XEP-0288) before
+// authentication, when the Endpoint wants it, the peer offers it and a
+// Handler will take the peer's stanzas.
+func (s *Stream) requestBidi(feat features, isTLS bool) error {
+	s.mu.Lock()
+	already := s.bidi
+	s.mu.Unlock()
+	remote := s.Info().Remote
+	if already || !feat.bidi || !s.ep.Bidi || s.h == nil || (!isTLS && s.ep.security(remote) == tlsmode.Required) {
+		return nil
+	}
+	if err := s.writeString("<bidi xmlns='" + nsBidiReq + "'/>"); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.bidi = true
+	s.info.Bidi = true
+	s.mu.Unlock()
+	s.lg().Info("requested bidirectional stream (XEP-0288)")
+	return nil
 }

@@ -93,6 +93,13 @@ type Endpoint struct {
 	// concurrent use; the federation engine puts its privacy mode here.
 	RemotePolicy func(local, remote string) error
 
+	// Bidi enables XEP-0288 bidirectional streams: inbound streams offer
+	// it, and outbound streams request it when the peer offers it and
+	// someone receives the peer's stanzas (a Server). One TCP connection
+	// then carries both directions for a domain pair, as Prosody and
+	// ejabberd do. Not in TLS-required mode before TLS.
+	Bidi bool
+
 	// Policy, if set, holds the settings that may change at runtime: its
 	// security mode replaces Security, its privacy mode refuses domains in
 	// addition to RemotePolicy, its static routes replace the Resolver's,

@@ -47,9 +47,10 @@ func (c *countingConn) Write(b []byte) (int, error) {
 type Counters struct {
 	InboundOpened  uint64 // inbound streams that authorized a first domain pair
 	OutboundOpened uint64 // outbound streams that authorized a first domain pair
-	// StreamsFailed counts streams that ended before authorizing any pair,
-	// and outbound attempts that never got a stream, by reason (see
-	// FailureReason): "timeout", "unreachable", "dialback-invalid", …
+	// StreamsFailed counts inbound streams that ended before authorizing
+	// any pair, and the Pool's outbound attempts that did not get an
+	// authorized stream (each once), by reason (see FailureReason):
+	// "timeout", "unreachable", "dialback-invalid", …
 	StreamsFailed map[string]uint64
 
 	StanzasIn  uint64 // stanzas received from authorized inbound pairs
@@ -157,6 +158,8 @@ type engine struct {
 
 	verifySem chan struct{} // bounds concurrent dialback verifications; nil: no bound
 
+	handler Handler // receives stanzas arriving on bidi outbound streams; guarded by mu
+
 	// onInboundAuthorized runs when an inbound stream authorizes a pair:
 	// the peer contacted us, so the Pool forgets its back-off for it.
 	onInboundAuthorized func(p Pair)
@@ -178,7 +181,10 @@ func (g *engine) ended(s *Stream, from State, err error) {
 	g.mu.Unlock()
 	// A clean close before authorization is no failure: verify-only
 	// streams (ours, and peers' to our authoritative role) end that way.
-	if from == Pending && err != nil && !s.Info().VerifyOnly {
+	// Outbound streams are counted once per attempt by the Pool, with the
+	// attempt's reason: a stream's own end races with the peer's next move
+	// (after an invalid dialback key, its stream error or our close).
+	if info := s.Info(); from == Pending && err != nil && !info.VerifyOnly && info.Direction == Inbound {
 		g.m.add(&g.m.failed, FailureReason(err))
 	}
 }
@@ -373,4 +379,34 @@ func (s *Stream) whenDone(f func(error)) {
 	s.mu.Unlock()
 	<-s.done
 	f(s.doneErr)
+}
+
+func (g *engine) setHandler(h Handler) {
+	g.mu.Lock()
+	g.handler = h
+	g.mu.Unlock()
+}
+
+func (g *engine) inboundHandler() Handler {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.handler
+}
+
+// bidiStream returns an inbound bidirectional stream on which pr is
+// authorized, if there is one: stanzas for pr can go back over it.
+func (g *engine) bidiStream(pr Pair) *Stream {
+	for _, s := range g.list() {
+		s.mu.Lock()
+		_, ok := s.valid[pr]
+		usable := ok && s.bidi && !s.closing && s.info.Direction == Inbound && s.info.State == Connected
+		s.mu.Unlock()
+		if usable {
+			return s
+		}
+	}
+	return nil
 }

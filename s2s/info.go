@@ -90,6 +90,9 @@ type Info struct {
 	// verified or no TLS).
 	CertError  error
 	VerifyOnly bool // a stream opened only to send db:verify
+	// Bidi: XEP-0288 bidirectional stream; stanzas for the authorized
+	// pairs flow both ways on it.
+	Bidi       bool
 	Since      time.Time
 	RemoteAddr string
 

@@ -51,6 +51,10 @@ func (b Backoff) Delay(n int) time.Duration {
 	}
 	d := lo
 	for i := 1; i < n && d < hi; i++ {
+		if d > hi/2 { // doubling would pass the cap, or overflow with a huge Max
+			d = hi
+			break
+		}
 		d *= 2
 	}
 	d = min(d, hi)
@@ -327,7 +331,14 @@ func (p *Pool) stream(ctx context.Context, pr Pair) (s *Stream, shared bool, err
 			return s, true, nil
 		}
 	}
+	if s := p.eng.bidiStream(pr); s != nil {
+		// The peer's own stream carries our stanzas back (XEP-0288).
+		return s, true, nil
+	}
 	s, err = p.Endpoint.dialWith(ctx, pr.Local, pr.Remote, p.eng)
+	if err != nil {
+		p.eng.m.add(&p.eng.m.failed, FailureReason(err))
+	}
 	return s, false, err
 }
 

@@ -203,6 +203,9 @@ func (in *inbound) stream() (restart bool, err error) {
 				in.lg().Info("peer certificate not valid; SASL EXTERNAL not offered", slog.Any(logkey.Err, certErr))
 			}
 		}
+		if e.Bidi && (isTLS || mode != tlsmode.Required) && !in.started() && in.Info().Auth == AuthNone {
+			f.WriteString("<bidi xmlns='" + NSBidi + "'/>")
+		}
 		f.WriteString("<dialback xmlns='" + dialback.NSFeature + "'><errors/></dialback></stream:features>")
 		if err := in.writeString(f.String()); err != nil {
 			return false, in.readFailure("serve", err)
@@ -230,6 +233,10 @@ func (in *inbound) stream() (restart bool, err error) {
 			in.dialback(el)
 		case start.Name.Space == nsTLS && start.Name.Local == "starttls":
 			return in.starttls()
+		case start.Name.Space == nsBidiReq && start.Name.Local == "bidi":
+			if err := in.bidiRequest(mode, isTLS); err != nil {
+				return false, err
+			}
 		case start.Name.Space == NSSASL && start.Name.Local == "auth":
 			restart, err := in.sasl(start)
 			if err != nil || restart {
@@ -395,46 +402,53 @@ func (in *inbound) restart() bool {
 // stanza delivers one stanza or refuses the stream (RFC 6120 §8.1, the
 // project's spec s2s-stream.md §8).
 func (in *inbound) stanza(start xml.StartElement) error {
-	in.mu.Lock()
-	nvalid := len(in.valid)
-	in.mu.Unlock()
+	return in.receiveStanza(in.ctx, start, in.h)
+}
+
+// receiveStanza checks a stanza's addresses against the pairs authorized
+// on the stream (from the peer's domain to ours), reads it and hands it to
+// h. A violation fails the stream with its stream error.
+func (s *Stream) receiveStanza(ctx context.Context, start xml.StartElement, h Handler) error {
+	s.mu.Lock()
+	nvalid := len(s.valid)
+	s.mu.Unlock()
 	if nvalid == 0 {
-		return in.fail("serve", stream.NotAuthorized, "stanza before authentication", nil)
+		return s.fail("serve", stream.NotAuthorized, "stanza before authentication", nil)
 	}
 	st, err := stanzaHeader(start)
 	if err != nil {
 		var we *wire.Error
 		errors.As(err, &we)
-		return in.fail("serve", we.Condition, we.Reason, err)
+		return s.fail("serve", we.Condition, we.Reason, err)
 	}
 	from, to := norm(st.From.Domainpart()), norm(st.To.Domainpart())
-	if !in.Authorized(to, from) {
-		if !in.ep.Serves(to) || in.senderValidated(from) {
+	if !s.Authorized(to, from) {
+		if !s.ep.Serves(to) || s.senderValidated(from) {
 			// s2s-stream.md §8: the sender is known but this target is not
 			// part of a validated pair (or not served at all).
-			return in.fail("serve", stream.HostUnknown, "stanza to "+to+", not a domain validated for "+from+" on this stream", nil)
+			return s.fail("serve", stream.HostUnknown, "stanza to "+to+", not a domain validated for "+from+" on this stream", nil)
 		}
-		return in.fail("serve", stream.InvalidFrom, "stanza from "+from+", a domain not validated on this stream", nil)
+		return s.fail("serve", stream.InvalidFrom, "stanza from "+from+", a domain not validated on this stream", nil)
 	}
-	if st.XML, err = in.r.Element(start); err != nil {
-		return in.readFailure("serve", err)
+	if st.XML, err = s.r.Element(start); err != nil {
+		return s.readFailure("serve", err)
 	}
-	in.ctr.stanzasIn.Add(1)
-	if in.eng != nil {
-		in.eng.m.stanzasIn.Add(1)
+	s.ctr.stanzasIn.Add(1)
+	if s.eng != nil {
+		s.eng.m.stanzasIn.Add(1)
 	}
-	if in.h != nil {
-		in.h.ServeStanza(in.ctx, st)
+	if h != nil {
+		h.ServeStanza(ctx, st)
 	}
 	return nil
 }
 
 // senderValidated reports whether remote is authorized for some local
 // domain on this stream.
-func (in *inbound) senderValidated(remote string) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for p := range in.valid {
+func (s *Stream) senderValidated(remote string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := range s.valid {
 		if p.Remote == remote {
 			return true
 		}
@@ -658,4 +672,27 @@ func (in *inbound) authoritative(req *dialback.Verify) {
 		in.eng.authoritative(a.Type)
 	}
 	in.lg().Info("authoritative dialback answer", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("type", string(a.Type)))
+}
+
+// bidiRequest handles the initiator's <bidi/> (XEP-0288 §2): allowed
+// before authentication, when offered. Our stanzas for the stream's
+// authorized pairs may then go back over it.
+func (in *inbound) bidiRequest(mode tlsmode.Mode, isTLS bool) error {
+	if err := in.r.Skip(); err != nil {
+		return in.readFailure("serve", err)
+	}
+	switch {
+	case !in.ep.Bidi:
+		return in.fail("serve", stream.UnsupportedStanzaType, "bidirectional streams (XEP-0288) are not offered", nil)
+	case !isTLS && mode == tlsmode.Required:
+		return in.fail("serve", stream.PolicyViolation, "bidi requested before TLS", nil)
+	case in.started() || in.Info().Auth != AuthNone:
+		return in.fail("serve", stream.PolicyViolation, "bidi requested after authentication began", nil)
+	}
+	in.mu.Lock()
+	in.bidi = true
+	in.info.Bidi = true
+	in.mu.Unlock()
+	in.lg().Info("bidirectional stream requested by peer (XEP-0288)")
+	return nil
 }

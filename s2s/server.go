@@ -113,6 +113,7 @@ func (srv *Server) init() error {
 			return
 		}
 		srv.eng = srv.Pool.eng
+		srv.eng.setHandler(HandlerFunc(srv.serveStanza))
 		if n := limit(srv.MaxVerifications, DefaultMaxVerifications); n > 0 {
 			srv.eng.verifySem = make(chan struct{}, n)
 		}

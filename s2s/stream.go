@@ -32,6 +32,7 @@ const (
 	NSSASL    = "urn:ietf:params:xml:ns:xmpp-sasl"
 	NSStreams = "urn:ietf:params:xml:ns:xmpp-streams"
 	NSBidi    = "urn:xmpp:features:bidi"
+	nsBidiReq = "urn:xmpp:bidi" // the initiator's <bidi/> request (XEP-0288)
 	nsTLS     = "urn:ietf:params:xml:ns:xmpp-tls"
 )
 
@@ -67,6 +68,11 @@ type Stream struct {
 	closing  bool
 	cause    error // why we are failing the stream, set before the stream error is written
 	dbErrors bool  // the peer listed dialback errors: target multiplexing allowed
+	bidi     bool  // XEP-0288 negotiated: stanzas flow both ways for the authorized pairs
+
+	// h receives the stanzas a peer sends on our outbound stream when
+	// bidi is negotiated; set before the read loop starts.
+	h Handler
 
 	eng   *engine         // registry and counters of the Pool/Server; nil for a bare Endpoint
 	ctr   *streamCounters // traffic figures

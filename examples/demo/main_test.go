@@ -35,7 +35,7 @@ func TestDemo(t *testing.T) {
 	assert.Contains(t, out.String(), "ping to mantua.example answered by its Server: <iq type='result' from='mantua.example' to='juliet@rome.example/balcony' id='ping1'>")
 	assert.Contains(t, out.String(), "id='m3'><error type='cancel' by='rome.example'><remote-server-not-found")
 	assert.Contains(t, out.String(), "id='m4'><error type='cancel' by='rome.example'><service-unavailable")
-	assert.Regexp(t, `outbound +mantua.example +CONNECTED +TLS 1.3 +sasl-external +0 +[01]\n`, out.String())
+	assert.Regexp(t, `outbound +mantua.example +CONNECTED +TLS 1.3 +sasl-external +0 +1\n`, out.String())
 	assert.Contains(t, out.String(), "bounced=[remote-server-not-found:1 service-unavailable:1]")
 	assert.Contains(t, logs.String(), `msg="Connection state change"`)
 	assert.Contains(t, logs.String(), `Scheduling dialback timeout in 30 seconds`)
