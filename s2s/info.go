@@ -88,8 +88,10 @@ type Info struct {
 	TLSVersion uint16 // tls.VersionTLS13 etc., when TLS
 	// CertError is why the peer's certificate was not accepted (nil when it
 	// verified or no TLS).
-	CertError  error
-	VerifyOnly bool // a stream opened only to send db:verify
+	CertError error
+	// VerifyOnly: a stream used only for db:verify (ours, opened to
+	// verify a key; or a peer's that has so far only asked us to verify).
+	VerifyOnly bool
 	// Bidi: XEP-0288 bidirectional stream; stanzas for the authorized
 	// pairs flow both ways on it.
 	Bidi       bool

@@ -504,6 +504,9 @@ func dbError(t stanza.ErrorType, c stanza.Condition) *stanza.Error {
 func (in *inbound) result(req *dialback.Result) {
 	e := in.ep
 	sender, target := norm(req.From), norm(req.To)
+	in.mu.Lock()
+	in.info.VerifyOnly = false
+	in.mu.Unlock()
 	p := Pair{Local: target, Remote: sender}
 	cs, isTLS := in.tlsState()
 	switch {
@@ -657,6 +660,13 @@ func isIPLiteral(domain string) bool {
 func (in *inbound) authoritative(req *dialback.Verify) {
 	e := in.ep
 	receiving, originating := norm(req.From), norm(req.To)
+	in.mu.Lock()
+	if len(in.valid) == 0 && len(in.pendingVerify) == 0 {
+		// So far the peer only asks us to vouch for keys: a verification
+		// stream, not a federated link (hidden from Status).
+		in.info.VerifyOnly = true
+	}
+	in.mu.Unlock()
 	var a dialback.Verify
 	switch {
 	case !e.Serves(originating):

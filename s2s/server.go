@@ -142,6 +142,32 @@ func limit(v, def int) int {
 	return v
 }
 
+// ListenAndServe listens on the TCP address addr (":5269" when empty) and
+// calls Serve.
+func (srv *Server) ListenAndServe(addr string) error {
+	if addr == "" {
+		addr = ":5269"
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(l)
+}
+
+// ListenAndServeTLS listens on the TCP address addr (":5270" when empty)
+// and calls ServeTLS.
+func (srv *Server) ListenAndServeTLS(addr string) error {
+	if addr == "" {
+		addr = ":5270"
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return srv.ServeTLS(l)
+}
+
 // Serve accepts connections on l (the plain S2S port, 5269, where peers
 // negotiate STARTTLS) until Shutdown or Close, and returns ErrServerClosed
 // then. It closes l.
