@@ -243,7 +243,9 @@ func (srv *Server) accept(conn net.Conn, cfg *tls.Config) {
 	var why string
 	switch {
 	case srv.closed:
-		refuse, why = stream.SystemShutdown, "server shutting down"
+		srv.mu.Unlock()
+		conn.Close()
+		return
 	case maxTotal > 0 && srv.unauth >= maxTotal:
 		refuse, why = stream.ResourceConstraint, "too many unauthenticated connections"
 	case maxPer > 0 && srv.perAddr[addr] >= maxPer:
@@ -251,13 +253,16 @@ func (srv *Server) accept(conn net.Conn, cfg *tls.Config) {
 	default:
 		srv.unauth++
 		srv.perAddr[addr]++
-		srv.conns.Add(1)
 	}
+	srv.conns.Add(1) // under mu, so never after Shutdown has begun waiting
 	srv.mu.Unlock()
 	if refuse.Err != "" {
 		srv.eng.m.add(&srv.eng.m.refused, refuse.Err)
 		srv.Endpoint.logger().Warn("refusing connection", slog.String("peer_addr", conn.RemoteAddr().String()), slog.String("condition", refuse.Err), slog.String("reason", why))
-		go refuseConn(conn, cfg, srv.Endpoint.defaultDomain(), refuse, why)
+		go func() {
+			defer srv.conns.Done()
+			refuseConn(conn, cfg, srv.Endpoint.defaultDomain(), refuse, why)
+		}()
 		return
 	}
 	var once sync.Once
