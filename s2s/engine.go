@@ -279,7 +279,9 @@ func (g *engine) status() []Info {
 func (g *engine) enforcePolicy(e *Endpoint) {
 	for _, s := range g.list() {
 		info := s.Info()
-		if info.State == Closed || info.VerifyOnly || info.Remote == "" {
+		// A peer may omit 'from' in its header (XEP-0220 allows it): its
+		// authorized pairs are still checked.
+		if info.State == Closed || info.VerifyOnly || info.Remote == "" && len(info.Pairs) == 0 {
 			continue
 		}
 		if err := e.allowedNow(info); err != nil {
@@ -326,8 +328,7 @@ func (s *Stream) watch(idle, keepalive time.Duration) {
 	lastStanzas := s.ctr.stanzasIn.Load() + s.ctr.stanzasOut.Load()
 	lastWrites := s.ctr.writes.Load()
 	sinceWrite := time.Duration(0)
-	var f func()
-	f = func() {
+	f := func() {
 		now := time.Now()
 		if n := s.ctr.stanzasIn.Load() + s.ctr.stanzasOut.Load(); n != lastStanzas {
 			lastStanzas, lastActive = n, now

@@ -20,7 +20,7 @@ import (
 
 // Pool defaults.
 const (
-	DefaultQueueSize    = 1000             // stanzas per domain pair while its stream is set up
+	DefaultQueueSize    = 5000             // stanzas per domain pair while its stream is set up
 	DefaultSetupTimeout = 90 * time.Second // resolve, connect, negotiate and authenticate
 	DefaultIdleTimeout  = 10 * time.Minute // s2s-stream.md §12
 	DefaultKeepAlive    = 60 * time.Second
