@@ -368,11 +368,13 @@ func (p *Pool) failed(r *route, err error) {
 }
 
 // sweepLocked forgets routes that hold nothing: idle ones, and back-offs
-// that have expired. p.mu is held.
+// that ended more than Backoff.Max ago (until then, the domain's next
+// failure still counts as consecutive and waits longer). p.mu is held.
 func (p *Pool) sweepLocked() {
 	now := time.Now()
+	keep := orDefault(p.Backoff.Max, DefaultBackoffMax)
 	for k, r := range p.routes {
-		if len(r.queue) == 0 && (r.state == routeIdle || r.state == routeBackoff && now.After(r.retryAt)) {
+		if len(r.queue) == 0 && (r.state == routeIdle || r.state == routeBackoff && now.Sub(r.retryAt) > keep) {
 			delete(p.routes, k)
 		}
 	}

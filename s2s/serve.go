@@ -619,7 +619,13 @@ func (in *inbound) finishVerify(gen uint64, p Pair, req *dialback.Result, t dial
 	delete(in.pendingVerify, p)
 	wasPending, others := false, len(in.valid)
 	if current && answer.Type == dialback.TypeValid {
-		wasPending = in.markValidLocked(p, AuthDialback)
+		// The policy may have changed during the verification. Checked
+		// under mu: a later Policy.Update sees the pair and closes.
+		if perr := in.ep.policy(p.Local, p.Remote); perr != nil {
+			answer = req.Answer(dialback.TypeError, dbError(stanza.Cancel, stanza.PolicyViolation))
+		} else {
+			wasPending = in.markValidLocked(p, AuthDialback)
+		}
 	}
 	if current && answer.Type == dialback.TypeInvalid && others > 0 {
 		// Other pairs are valid on this stream: refuse this one without
