@@ -5,10 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/xml"
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,8 +57,10 @@ func (n *Net) CACertificate() *x509.Certificate { return n.ca.Certificate() }
 func (n *Net) Certificate(names ...string) tls.Certificate { return n.ca.Leaf(n.tb, names...) }
 
 // Resolver returns a resolver that asks the Net's DNS server patiently
-// (race-detector builds are slow) and never falls back to A records: a
-// missing SRV record is a bug in the test.
+// (race-detector builds are slow) and fails on DNS errors instead of
+// guessing. A domain without SRV records falls back, as RFC 6120 says, to
+// its own name on port 5269, which has no address in the zone unless the
+// test adds one: such a domain is unreachable.
 func (n *Net) Resolver() *srv.Resolver {
 	r := n.dns.Resolver()
 	r.Timeout = 5 * time.Second
@@ -236,24 +238,40 @@ func (d *Domain) Send(ctx context.Context, st *s2s.Stanza) error {
 func (d *Domain) SecurityMode() tlsmode.Mode { return d.Policy.Config().Security }
 
 // Inbox collects stanzas without ever blocking the stream that delivers
-// them.
+// them. The zero Inbox is ready to use (for example as the Handler of a
+// Server built by hand).
 type Inbox struct {
 	mu     sync.Mutex
 	queue  []*s2s.Stanza
-	notify chan struct{}
+	notify chan struct{} // made on first use; holds at most one wake-up
 }
 
-func newInbox() *Inbox { return &Inbox{notify: make(chan struct{}, 1)} }
+func newInbox() *Inbox { return &Inbox{} }
+
+// wakeLocked returns the channel that says a stanza may be waiting; b.mu
+// is held.
+func (b *Inbox) wakeLocked() chan struct{} {
+	if b.notify == nil {
+		b.notify = make(chan struct{}, 1)
+	}
+	return b.notify
+}
+
+// signalLocked wakes one receiver, if none is due to wake already; b.mu is
+// held.
+func (b *Inbox) signalLocked() {
+	select {
+	case b.wakeLocked() <- struct{}{}:
+	default:
+	}
+}
 
 // ServeStanza implements s2s.Handler.
 func (b *Inbox) ServeStanza(_ context.Context, st *s2s.Stanza) {
 	b.mu.Lock()
 	b.queue = append(b.queue, st)
+	b.signalLocked()
 	b.mu.Unlock()
-	select {
-	case b.notify <- struct{}{}:
-	default:
-	}
 }
 
 // Len returns how many stanzas are waiting.
@@ -263,7 +281,8 @@ func (b *Inbox) Len() int {
 	return len(b.queue)
 }
 
-// Receive returns the next stanza, waiting until ctx is done.
+// Receive returns the next stanza, waiting until ctx is done. Several
+// goroutines may receive from one Inbox; each stanza goes to one of them.
 func (b *Inbox) Receive(ctx context.Context) (*s2s.Stanza, error) {
 	for {
 		b.mu.Lock()
@@ -271,12 +290,18 @@ func (b *Inbox) Receive(ctx context.Context) (*s2s.Stanza, error) {
 			st := b.queue[0]
 			b.queue[0] = nil
 			b.queue = b.queue[1:]
+			if len(b.queue) > 0 {
+				// The wake-ups of stanzas that arrived together may have
+				// merged into one: pass it on to the next receiver.
+				b.signalLocked()
+			}
 			b.mu.Unlock()
 			return st, nil
 		}
+		wake := b.wakeLocked()
 		b.mu.Unlock()
 		select {
-		case <-b.notify:
+		case <-wake:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -307,23 +332,40 @@ func (b *Inbox) Empty(tb testing.TB, wait time.Duration) {
 }
 
 // ErrorCondition returns the defined condition of an error stanza
-// ("remote-server-not-found", …), or "" if st is not one.
+// ("remote-server-not-found", …): the first child of the stanza's <error/>
+// in the urn:ietf:params:xml:ns:xmpp-stanzas namespace other than <text/>.
+// It returns "" if st is not an error stanza or names no condition.
 func ErrorCondition(st *s2s.Stanza) string {
 	if st == nil || st.Type != "error" {
 		return ""
 	}
-	x := string(st.XML)
-	const ns = "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'"
-	i := strings.Index(x, ns)
-	if i < 0 {
-		return ""
+	d := xml.NewDecoder(bytes.NewReader(st.XML))
+	depth, inError := 0, false
+	for range len(st.XML) + 1 { // every token takes at least one byte
+		tok, err := d.Token()
+		if err != nil {
+			return ""
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			switch {
+			case depth == 2 && t.Name.Local == "error":
+				inError = true
+			case depth == 3 && inError && t.Name.Space == nsStanzas && t.Name.Local != "text":
+				return t.Name.Local
+			}
+		case xml.EndElement:
+			if depth == 2 {
+				inError = false
+			}
+			depth--
+		}
 	}
-	j := strings.LastIndex(x[:i], "<")
-	if j < 0 {
-		return ""
-	}
-	return strings.TrimSpace(x[j+1 : i])
+	return ""
 }
+
+const nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 // logBuffer collects log output.
 type logBuffer struct {
