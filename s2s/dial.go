@@ -118,9 +118,11 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 				continue
 			}
 			s := newStream(e, conn, Outbound, eng)
+			s.mu.Lock() // the engine's Status may already look at it
 			s.info.VerifyOnly = verifyOnly
+			s.mu.Unlock()
 			if !verifyOnly {
-				s.h = eng.inboundHandler()
+				s.h, s.hctx = eng.inboundHandler()
 			}
 			s.setIDs(local, remote, "")
 			s.lg().Info("connected", slog.String("target", t.String()), slog.String("addr", addr), slog.Bool("direct_tls", t.DirectTLS))
@@ -632,7 +634,7 @@ func (s *Stream) readLoop() {
 				s.fail("read", stream.UnsupportedStanzaType, "stanza on a stream you did not initiate (bidi not negotiated)", nil)
 				return
 			}
-			if err := s.receiveStanza(context.Background(), start, s.h); err != nil {
+			if err := s.receiveStanza(s.hctx, start, s.h); err != nil {
 				return
 			}
 		default:

@@ -1,6 +1,7 @@
 package s2s
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"maps"
@@ -158,7 +159,8 @@ type engine struct {
 
 	verifySem chan struct{} // bounds concurrent dialback verifications; nil: no bound
 
-	handler Handler // receives stanzas arriving on bidi outbound streams; guarded by mu
+	handler    Handler         // receives stanzas arriving on bidi outbound streams; guarded by mu
+	handlerCtx context.Context // passed to handler; ends with the Server
 
 	// onInboundAuthorized runs when an inbound stream authorizes a pair:
 	// the peer contacted us, so the Pool forgets its back-off for it.
@@ -382,19 +384,19 @@ func (s *Stream) whenDone(f func(error)) {
 	f(s.doneErr)
 }
 
-func (g *engine) setHandler(h Handler) {
+func (g *engine) setHandler(ctx context.Context, h Handler) {
 	g.mu.Lock()
-	g.handler = h
+	g.handler, g.handlerCtx = h, ctx
 	g.mu.Unlock()
 }
 
-func (g *engine) inboundHandler() Handler {
+func (g *engine) inboundHandler() (Handler, context.Context) {
 	if g == nil {
-		return nil
+		return nil, nil
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.handler
+	return g.handler, g.handlerCtx
 }
 
 // bidiStream returns an inbound bidirectional stream on which pr is

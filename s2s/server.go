@@ -113,11 +113,11 @@ func (srv *Server) init() error {
 			return
 		}
 		srv.eng = srv.Pool.eng
-		srv.eng.setHandler(HandlerFunc(srv.serveStanza))
 		if n := limit(srv.MaxVerifications, DefaultMaxVerifications); n > 0 {
 			srv.eng.verifySem = make(chan struct{}, n)
 		}
 		srv.ctx, srv.cancel = context.WithCancel(context.Background())
+		srv.eng.setHandler(srv.ctx, HandlerFunc(srv.serveStanza))
 		srv.listeners = make(map[net.Listener]struct{})
 		srv.perAddr = make(map[netip.Addr]int)
 	})

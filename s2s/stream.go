@@ -38,8 +38,9 @@ const (
 
 // Bounds on the shutdown of a stream.
 const (
-	closeGrace   = 5 * time.Second // wait for the peer's </stream:stream>
-	writeTimeout = 30 * time.Second
+	closeGrace       = 5 * time.Second // wait for the peer's </stream:stream>
+	writeTimeout     = 30 * time.Second
+	lastWordsTimeout = 2 * time.Second // a stream error or closing tag to a peer that does not read
 )
 
 // Stream is one authenticated (or authenticating) server-to-server stream.
@@ -72,7 +73,8 @@ type Stream struct {
 
 	// h receives the stanzas a peer sends on our outbound stream when
 	// bidi is negotiated; set before the read loop starts.
-	h Handler
+	h    Handler
+	hctx context.Context
 
 	eng   *engine         // registry and counters of the Pool/Server; nil for a bare Endpoint
 	ctr   *streamCounters // traffic figures
@@ -217,6 +219,7 @@ func (s *Stream) authorize(p Pair, m AuthMethod) {
 // whether the stream was PENDING until now.
 func (s *Stream) markValidLocked(p Pair, m AuthMethod) (wasPending bool) {
 	s.valid[p] = m
+	s.info.VerifyOnly = false // it carries stanzas now, whatever it did before
 	if s.info.Auth == AuthNone {
 		s.info.Auth = m
 	}
@@ -316,13 +319,25 @@ func (s *Stream) write(b []byte) error {
 }
 
 func (s *Stream) writeLocked(b []byte) error {
+	return s.writeLockedWithin(b, writeTimeout)
+}
+
+// writeWithin is write with a shorter bound, for last words (a stream
+// error, a closing tag) that must not hold a shutdown up.
+func (s *Stream) writeWithin(b []byte, d time.Duration) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.writeLockedWithin(b, d)
+}
+
+func (s *Stream) writeLockedWithin(b []byte, d time.Duration) error {
 	if s.wErr != nil {
 		return s.wErr
 	}
 	if lg := s.lg(); lg.Enabled(context.Background(), slog.LevelDebug) {
 		lg.Debug("sending: " + string(b))
 	}
-	s.transport().SetWriteDeadline(time.Now().Add(writeTimeout))
+	s.transport().SetWriteDeadline(time.Now().Add(d))
 	if _, err := s.w.Write(b); err != nil {
 		s.wErr = err
 		return err
@@ -393,7 +408,7 @@ func (s *Stream) failAfter(op string, last []byte, cond stream.Error, text strin
 	if e == nil {
 		return s.doneErrAfterEnd()
 	}
-	s.write(append(last, streamErrorXML(cond, text)...))
+	s.writeWithin(append(last, streamErrorXML(cond, text)...), lastWordsTimeout)
 	s.end(e)
 	return e
 }
@@ -404,7 +419,7 @@ func (s *Stream) failAfter(op string, last []byte, cond stream.Error, text strin
 func (s *Stream) failAsync(op string, cond stream.Error, text string, cause error) {
 	if e := s.beginFail(op, cond, text, cause); e != nil {
 		go func() {
-			s.write([]byte(streamErrorXML(cond, text)))
+			s.writeWithin([]byte(streamErrorXML(cond, text)), lastWordsTimeout)
 			s.end(e)
 		}()
 	}
@@ -450,6 +465,12 @@ func (s *Stream) readFailure(op string, err error) error {
 	if errors.Is(err, wire.ErrClosed) {
 		s.closeReply()
 		return nil
+	}
+	var se *Error
+	if errors.As(err, &se) && se.Condition.Err != "" {
+		// Already a stream error (sent or received): keep its condition.
+		s.end(se)
+		return se
 	}
 	info := s.Info()
 	e := &Error{Op: op, Local: info.Local, Remote: info.Remote, StreamID: info.ID, Err: err}
@@ -507,7 +528,7 @@ func (s *Stream) closeAsync() {
 	if s.markClosing() {
 		return
 	}
-	if err := s.writeString("</stream:stream>"); err != nil {
+	if err := s.writeWithin([]byte("</stream:stream>"), lastWordsTimeout); err != nil {
 		s.end(nil)
 		return
 	}
@@ -543,4 +564,15 @@ type features struct {
 
 func (f features) String() string {
 	return fmt.Sprintf("starttls=%v external=%v dialback=%v", f.tls, f.external, f.dialback)
+}
+
+// abort ends the stream at once, without last words and without waiting
+// for TLS's close_notify to reach a peer that may not read.
+func (s *Stream) abort(err error) {
+	c := s.transport()
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	c.Close()
+	s.end(err)
 }
