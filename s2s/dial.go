@@ -44,6 +44,7 @@ func (e *Endpoint) dialWith(ctx context.Context, local, remote string, eng *engi
 	if err != nil {
 		return nil, err
 	}
+	defer s.releaseSetup() // set up (or failed): the slot is free
 	s.startReadLoop()
 	info := s.Info()
 	if s.Authorized(info.Local, info.Remote) { // SASL EXTERNAL
@@ -111,8 +112,13 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 				return nil, features{}, &Error{Op: op, Local: local, Remote: remote, Err: ctx.Err()}
 			}
 			addr := netip.AddrPortFrom(a, t.Port).String()
+			release, err := eng.setupSlot(ctx, addr)
+			if err != nil {
+				return nil, features{}, &Error{Op: op, Local: local, Remote: remote, Err: err}
+			}
 			conn, err := e.dial(ctx, addr)
 			if err != nil {
+				release()
 				e.logger().Info("connect failed", slog.String(logkey.Local, local), slog.String(logkey.Remote, remote), slog.String("target", t.String()), slog.String("addr", addr), slog.Any(logkey.Err, err))
 				errs = append(errs, fmt.Errorf("%s (%s): %w", t, addr, err))
 				continue
@@ -126,10 +132,12 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 			}
 			s.setIDs(local, remote, "")
 			s.lg().Info("connected", slog.String("target", t.String()), slog.String("addr", addr), slog.Bool("direct_tls", t.DirectTLS))
+			s.releaseSetup = release
 			feat, err := s.negotiate(ctx, local, remote, t.DirectTLS, verifyOnly)
 			if err == nil {
 				return s, feat, nil
 			}
+			release()
 			if ctx.Err() != nil || !nextTargetAfter(err) {
 				return nil, features{}, err
 			}
@@ -743,6 +751,7 @@ func (e *Endpoint) verifyDialbackKey(ctx context.Context, receiving, originating
 	if err != nil {
 		return dialback.TypeError, nil, nil, err
 	}
+	defer s.releaseSetup()
 	s.startReadLoop()
 	t, serr, err := s.verify(ctx, receiving, originating, id, key)
 	return t, serr, s, err

@@ -102,9 +102,10 @@ type Endpoint struct {
 
 	// Policy, if set, holds the settings that may change at runtime: its
 	// security mode replaces Security, its privacy mode refuses domains in
-	// addition to RemotePolicy, its static routes replace the Resolver's,
-	// and its per-domain overrides add to RequireValidCertFor. Several
-	// Endpoints may share one Policy.
+	// addition to RemotePolicy, its static routes replace the Resolver's
+	// (from the first version that has any; until then the Resolver's own
+	// stay), and its per-domain overrides add to RequireValidCertFor.
+	// Several Endpoints may share one Policy.
 	Policy *Policy
 
 	// OnStateChange, if set, is called on every state change of every stream,
@@ -115,6 +116,7 @@ type Endpoint struct {
 	resolverOnce  sync.Once
 	defResolver   *srv.Resolver
 	routesVersion atomic.Int64 // the Policy version whose routes the resolver holds
+	routesApplied atomic.Bool  // the Policy's routes have replaced the Resolver's
 }
 
 // check refuses to run with a configuration that would fail later, inside a
@@ -239,7 +241,13 @@ func (e *Endpoint) resolver() *srv.Resolver {
 	}
 	if e.Policy != nil {
 		if c := e.Policy.load(); c.version != 0 && e.routesVersion.Load() != c.version {
-			r.SetStaticRoutes(c.cfg.StaticRoutes)
+			// A Policy that never had routes leaves the Resolver's own
+			// alone; once it has had some, it owns them, and a change to
+			// none clears them.
+			if len(c.cfg.StaticRoutes) > 0 || e.routesApplied.Load() {
+				r.SetStaticRoutes(c.cfg.StaticRoutes)
+				e.routesApplied.Store(true)
+			}
 			e.routesVersion.Store(c.version)
 		}
 	}

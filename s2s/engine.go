@@ -67,7 +67,13 @@ type Counters struct {
 	// Answers to db:verify (authoritative role).
 	AuthoritativeValid, AuthoritativeInvalid uint64
 
-	RefusedConnections map[string]uint64 // connections refused by a limit, by limit
+	// RefusedConnections counts connections refused by a limit, by the
+	// stream error they got ("resource-constraint": too many
+	// unauthenticated in total, "policy-violation": too many from one
+	// address), and authentications refused because the remote domain
+	// already has Server.MaxStreamsPerDomain streams to the served domain
+	// ("streams-per-domain").
+	RefusedConnections map[string]uint64
 }
 
 // metrics accumulates Counters.
@@ -158,6 +164,7 @@ type engine struct {
 	streams map[*Stream]struct{}
 
 	verifySem chan struct{} // bounds concurrent dialback verifications; nil: no bound
+	setups    *setupSlots   // bounds concurrent outbound setups per peer address; nil: none
 
 	handler    Handler         // receives stanzas arriving on bidi outbound streams; guarded by mu
 	handlerCtx context.Context // passed to handler; ends with the Server
@@ -165,6 +172,20 @@ type engine struct {
 	// onInboundAuthorized runs when an inbound stream authorizes a pair:
 	// the peer contacted us, so the Pool forgets its back-off for it.
 	onInboundAuthorized func(p Pair)
+
+	// admit, set by the Server before it serves, is asked (with the
+	// stream's mu held) before an inbound stream authorizes a pair; false
+	// refuses the authorization (too many streams for that pair). Nil
+	// admits everything.
+	admit func(s *Stream, p Pair) bool
+}
+
+// admitInbound asks the Server's per-domain stream limit about p.
+func (g *engine) admitInbound(s *Stream, p Pair) bool {
+	if g == nil || g.admit == nil {
+		return true
+	}
+	return g.admit(s, p)
 }
 
 func newEngine() *engine {

@@ -97,6 +97,11 @@ type Pool struct {
 	// Negative disables.
 	KeepAlive time.Duration
 
+	// MaxSetupsPerAddr bounds the streams set up at the same time to one
+	// peer address (zero: DefaultMaxSetupsPerAddr; negative: no bound).
+	// Further setups wait for a slot.
+	MaxSetupsPerAddr int
+
 	// Backoff spaces new attempts after a domain failed; meanwhile stanzas
 	// for it are bounced at once. An inbound stream from that domain
 	// ends the back-off (the peer is back).
@@ -134,9 +139,14 @@ type route struct {
 	state    routeState
 	queue    []*Stanza
 	stream   *Stream
+	writing  bool          // a drain goroutine is writing the queue to stream
+	space    chan struct{} // closed when the writer takes the queue (Sends wait on it)
 	failures int
-	retryAt  time.Time
-	lastErr  error
+	// writeFailures counts streams in a row that failed while writing
+	// this route's stanzas.
+	writeFailures int
+	retryAt       time.Time
+	lastErr       error
 }
 
 // RouteInfo describes the outbound state of one domain pair.
@@ -160,6 +170,7 @@ func (p *Pool) init() error {
 			return
 		}
 		p.eng = newEngine()
+		p.eng.setups = newSetupSlots(limit(p.MaxSetupsPerAddr, DefaultMaxSetupsPerAddr))
 		p.eng.onInboundAuthorized = func(pr Pair) { p.ResetBackoff(pr.Remote) }
 		p.ctx, p.cancel = context.WithCancel(context.Background())
 		p.routes = make(map[Pair]*route)
@@ -172,12 +183,18 @@ func (p *Pool) init() error {
 
 func (p *Pool) lg() *slog.Logger { return p.Endpoint.logger() }
 
-// Send delivers st to its remote domain: at once on an authorized stream,
-// or after the stream is set up. The stanza's from must be in a served
-// domain and its to in another one. Send returns nil once the stanza is
-// written or queued, or bounced through Bounce (privacy mode, back-off,
-// full queue, failed setup); it returns an error only for a stanza it
-// cannot take at all (bad addresses, closed pool, cancelled ctx).
+// Send delivers st to its remote domain. It queues the stanza for the
+// pair's stream (setting the stream up if there is none) and returns; a
+// writer per stream drains the queue in batches, so Send never waits for
+// the network. When the stream is up and its queue full, Send waits for
+// room until ctx is done (back-pressure from a slow peer); while a stream
+// is being set up, a full queue bounces. The stanza's from must be in a
+// served domain and its to in another one.
+//
+// Send returns nil once the stanza is queued or bounced through Bounce
+// (privacy mode, back-off, full queue, failed setup); it returns an error
+// only for a stanza it does not take: bad addresses, closed pool, or ctx
+// done before there was room.
 func (p *Pool) Send(ctx context.Context, st *Stanza) error {
 	if err := p.init(); err != nil {
 		return err
@@ -191,6 +208,8 @@ func (p *Pool) Send(ctx context.Context, st *Stanza) error {
 	e := p.Endpoint
 	pr := Pair{Local: norm(st.From.Domainpart()), Remote: norm(st.To.Domainpart())}
 	switch {
+	case pr.Local == "" || pr.Remote == "":
+		return &Error{Op: "send", Local: pr.Local, Remote: pr.Remote, Err: fmt.Errorf("%w: a stanza needs both from and to", ErrBadStanza)}
 	case !e.Serves(pr.Local):
 		return &Error{Op: "send", Local: pr.Local, Remote: pr.Remote, Err: ErrDomainNotServed}
 	case e.Serves(pr.Remote):
@@ -200,61 +219,137 @@ func (p *Pool) Send(ctx context.Context, st *Stanza) error {
 		p.bounce(st, stanza.Cancel, stanza.ServiceUnavailable, err.Error())
 		return nil
 	}
-	for range 3 { // a stream found dead is retried through the queue
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrPoolClosed
+	}
+	r := p.routes[pr]
+	if r == nil {
+		r = &route{pair: pr}
+		p.routes[pr] = r
+	}
+	if r.state == routeBackoff {
+		if time.Now().Before(r.retryAt) {
+			lastErr, wait := r.lastErr, time.Until(r.retryAt)
+			p.mu.Unlock()
+			typ, cond := bounceCondition(lastErr)
+			p.bounce(st, typ, cond, fmt.Sprintf("server-to-server connection to %s failed (%v); next attempt in %s", pr.Remote, lastErr, wait.Round(time.Second)))
+			return nil
+		}
+		r.state = routeIdle
+	}
+	for len(r.queue) >= p.queueSize() && r.state == routeUp && r.writing {
+		// The stream is up and its writer busy: wait for room (back-
+		// pressure), as long as the caller lets us.
+		if r.space == nil {
+			r.space = make(chan struct{})
+		}
+		space := r.space
+		p.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
 			return ErrPoolClosed
 		}
-		r := p.routes[pr]
-		if r == nil {
-			r = &route{pair: pr}
-			p.routes[pr] = r
-		}
-		switch r.state {
-		case routeUp:
-			s := r.stream
-			p.mu.Unlock()
-			err := s.Send(ctx, st)
-			if err == nil {
-				return nil
-			}
-			if ctx.Err() != nil {
-				return err
-			}
-			p.mu.Lock()
-			if r.stream == s {
-				r.state, r.stream = routeIdle, nil
-			}
-			p.mu.Unlock()
-			continue
-		case routeBackoff:
-			if time.Now().Before(r.retryAt) {
-				lastErr, wait := r.lastErr, time.Until(r.retryAt)
-				p.mu.Unlock()
-				typ, cond := bounceCondition(lastErr)
-				p.bounce(st, typ, cond, fmt.Sprintf("server-to-server connection to %s failed (%v); next attempt in %s", pr.Remote, lastErr, wait.Round(time.Second)))
-				return nil
-			}
-			r.state = routeIdle
-		}
-		if len(r.queue) >= p.queueSize() {
-			p.mu.Unlock()
-			p.bounce(st, stanza.Wait, stanza.ResourceConstraint, fmt.Sprintf("too many stanzas queued for %s while its stream is set up", pr.Remote))
-			return nil
-		}
-		r.queue = append(r.queue, st)
-		if r.state == routeIdle {
-			r.state = routeConnecting
-			p.wg.Add(1)
-			go p.connect(r)
-		}
+	}
+	if len(r.queue) >= p.queueSize() {
 		p.mu.Unlock()
+		p.bounce(st, stanza.Wait, stanza.ResourceConstraint, fmt.Sprintf("too many stanzas queued for %s while its stream is set up", pr.Remote))
 		return nil
 	}
-	p.bounce(st, stanza.Wait, stanza.RemoteServerTimeout, "server-to-server stream to "+pr.Remote+" keeps failing")
+	r.queue = append(r.queue, st)
+	switch r.state {
+	case routeIdle:
+		p.startLocked(r)
+	case routeUp:
+		if !r.writing {
+			// The writer drains the queue in batches, one flush each, so
+			// that Send never waits for the network.
+			r.writing = true
+			p.wg.Add(1)
+			go func(s *Stream) {
+				defer p.wg.Done()
+				p.drain(r, s)
+			}(r.stream)
+		}
+	}
+	p.mu.Unlock()
 	return nil
 }
+
+// startLocked starts setting up r's stream. p.mu is held.
+func (p *Pool) startLocked(r *route) {
+	r.state = routeConnecting
+	p.wg.Add(1)
+	go p.connect(r)
+}
+
+// drain writes r's queue to s until it is empty. On a write failure the
+// unwritten stanzas go back to the queue for a new stream; after
+// maxWriteFailures in a row they are bounced.
+func (p *Pool) drain(r *route, s *Stream) {
+	for {
+		p.mu.Lock()
+		if r.stream != s || len(r.queue) == 0 {
+			r.writing = false
+			wakeLocked(r)
+			if r.state == routeIdle && len(r.queue) > 0 && !p.closed {
+				p.startLocked(r) // the stream went away under us
+			}
+			p.mu.Unlock()
+			return
+		}
+		batch := r.queue
+		r.queue = nil
+		wakeLocked(r)
+		p.mu.Unlock()
+		err := s.sendBatch(r.pair, batch)
+		p.mu.Lock()
+		if err == nil {
+			r.writeFailures = 0
+			p.mu.Unlock()
+			continue
+		}
+		// Whether the peer got any of the batch cannot be known; sending
+		// it again on a new stream may duplicate, bouncing may report a
+		// delivered stanza as lost. Without stream management (XEP-0198)
+		// duplicates are the lesser harm.
+		r.queue = append(batch, r.queue...)
+		r.writing = false
+		wakeLocked(r)
+		r.writeFailures++
+		if r.stream == s {
+			r.stream, r.state = nil, routeIdle
+		}
+		giveUp := r.writeFailures >= maxWriteFailures || p.closed
+		if !giveUp && r.state == routeIdle {
+			p.startLocked(r)
+		}
+		p.mu.Unlock()
+		if giveUp {
+			p.failed(r, err)
+		}
+		return
+	}
+}
+
+// wakeLocked wakes the Sends waiting for room in r's queue. p.mu is held.
+func wakeLocked(r *route) {
+	if r.space != nil {
+		close(r.space)
+		r.space = nil
+	}
+}
+
+// maxWriteFailures bounds how often a route's stanzas are written to a
+// stream that then fails before they are bounced.
+const maxWriteFailures = 3
 
 func (p *Pool) queueSize() int {
 	if p.QueueSize > 0 {
@@ -263,8 +358,8 @@ func (p *Pool) queueSize() int {
 	return DefaultQueueSize
 }
 
-// connect sets up the stream of r, flushes its queue and marks it up; on
-// failure it bounces the queue and starts the back-off.
+// connect sets up the stream of r and writes its queue; on failure it
+// bounces the queue and starts the back-off.
 func (p *Pool) connect(r *route) {
 	defer p.wg.Done()
 	ctx, cancel := context.WithTimeout(p.ctx, orDefault(p.SetupTimeout, DefaultSetupTimeout))
@@ -274,30 +369,15 @@ func (p *Pool) connect(r *route) {
 		p.failed(r, err)
 		return
 	}
-	for {
-		p.mu.Lock()
-		batch := r.queue
-		r.queue = nil
-		if len(batch) == 0 {
-			r.state, r.stream, r.failures, r.lastErr = routeUp, s, 0, nil
-			p.mu.Unlock()
-			break
-		}
-		p.mu.Unlock()
-		for i, st := range batch {
-			if err := s.Send(ctx, st); err != nil {
-				p.mu.Lock()
-				r.queue = append(batch[i:], r.queue...)
-				p.mu.Unlock()
-				p.failed(r, err)
-				return
-			}
-		}
-	}
+	p.mu.Lock()
+	r.state, r.stream, r.failures, r.lastErr = routeUp, s, 0, nil
+	r.writing = true
+	p.mu.Unlock()
 	s.whenDone(func(error) { p.streamEnded(r, s) })
 	if !shared {
 		s.watch(p.idleTimeout(), p.keepAlive())
 	}
+	p.drain(r, s)
 }
 
 func (p *Pool) idleTimeout() time.Duration {
@@ -327,7 +407,7 @@ func (p *Pool) stream(ctx context.Context, pr Pair) (s *Stream, shared bool, err
 	}
 	p.mu.Unlock()
 	for _, s := range cands {
-		if s.Err() == nil && s.Authorize(ctx, pr.Local, pr.Remote) == nil {
+		if s.usable() && s.Authorize(ctx, pr.Local, pr.Remote) == nil {
 			return s, true, nil
 		}
 	}
@@ -347,6 +427,7 @@ func (p *Pool) failed(r *route, err error) {
 	p.mu.Lock()
 	batch := r.queue
 	r.queue = nil
+	wakeLocked(r)
 	r.stream = nil
 	r.failures++
 	r.lastErr = err
@@ -389,11 +470,15 @@ func (p *Pool) streamEnded(r *route, s *Stream) {
 		return
 	}
 	r.stream = nil
-	if r.state == routeUp {
-		r.state = routeIdle
-		if p.routes[r.pair] == r && len(r.queue) == 0 {
-			delete(p.routes, r.pair)
-		}
+	if r.state != routeUp {
+		return
+	}
+	r.state = routeIdle
+	switch {
+	case len(r.queue) > 0 && !r.writing && !p.closed:
+		p.startLocked(r) // stanzas arrived as it closed: a new stream takes them
+	case len(r.queue) == 0 && p.routes[r.pair] == r:
+		delete(p.routes, r.pair)
 	}
 }
 

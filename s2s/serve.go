@@ -62,6 +62,12 @@ func (e *Endpoint) serveConn(ctx context.Context, conn net.Conn, h Handler, eng 
 	shutdownDone := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(shutdownDone)
+		if cause := context.Cause(ctx); errors.Is(cause, errCloseNow) {
+			// Server.Close: no last words for a peer that may not read.
+			info := s.Info()
+			s.abort(&Error{Op: "serve", Local: info.Local, Remote: info.Remote, StreamID: info.ID, Err: ErrServerClosed})
+			return
+		}
 		s.fail("serve", stream.SystemShutdown, "", context.Cause(ctx))
 	})
 	defer func() {
@@ -77,7 +83,7 @@ func (e *Endpoint) serveConn(ctx context.Context, conn net.Conn, h Handler, eng 
 	if s.doneErr != nil {
 		err = s.doneErr // the first cause, not a later read on a closed connection
 	}
-	if ctx.Err() != nil && errors.Is(err, stream.SystemShutdown) {
+	if ctx.Err() != nil && (errors.Is(err, stream.SystemShutdown) || errors.Is(err, ErrServerClosed)) {
 		return nil
 	}
 	return err
@@ -100,6 +106,9 @@ type inbound struct {
 	peerFrom      string // header 'from' (normalised), may be empty
 	pendingVerify map[Pair]bool
 	v1            bool
+	// afterRestart, if set, runs once the restarted stream's response
+	// header has been written: it authorizes the pair SASL authenticated.
+	afterRestart func() error
 
 	// gen counts stream restarts (STARTTLS, SASL). A dialback verdict is
 	// applied only to the generation it was asked in: whatever was learnt
@@ -174,6 +183,12 @@ func (in *inbound) stream() (restart bool, err error) {
 	if err := in.writeString(header(to, in.peerFrom, id, in.v1)); err != nil {
 		return false, in.readFailure("serve", err)
 	}
+	if f := in.afterRestart; f != nil {
+		in.afterRestart = nil
+		if err := f(); err != nil {
+			return false, err
+		}
+	}
 	in.lg().Info("inbound stream opened", slog.Bool("tls", isTLS), slog.String("version", v))
 	mode := e.security(in.peerFrom)
 	if !in.v1 && mode == tlsmode.Required && !isTLS {
@@ -203,7 +218,7 @@ func (in *inbound) stream() (restart bool, err error) {
 				in.lg().Info("peer certificate not valid; SASL EXTERNAL not offered", slog.Any(logkey.Err, certErr))
 			}
 		}
-		if e.Bidi && (isTLS || mode != tlsmode.Required) && !in.started() && in.Info().Auth == AuthNone {
+		if e.Bidi && (isTLS || e.bidiWithoutTLS(mode, to)) && !in.started() && in.Info().Auth == AuthNone {
 			f.WriteString("<bidi xmlns='" + NSBidi + "'/>")
 		}
 		f.WriteString("<dialback xmlns='" + dialback.NSFeature + "'><errors/></dialback></stream:features>")
@@ -216,6 +231,9 @@ func (in *inbound) stream() (restart bool, err error) {
 		start, err := in.r.Next()
 		if err != nil {
 			return false, in.readFailure("serve", err)
+		}
+		if err := in.failing(); err != nil {
+			return false, err
 		}
 		switch {
 		case isStanzaName(start.Name.Local) && start.Name.Space == NSServer:
@@ -337,6 +355,12 @@ func (in *inbound) sasl(start xml.StartElement) (bool, error) {
 	if in.Info().Auth == AuthExternal {
 		return failure("invalid-mechanism", "already authenticated")
 	}
+	if in.hasValidPairs() {
+		// SASL restarts the stream, which would discard what dialback
+		// established (RFC 6120 §6.4.6): one or the other. (A pending
+		// verification gets temporary-auth-failure below.)
+		return failure("invalid-mechanism", "dialback has already authorized a pair on this stream")
+	}
 	authzid := in.peerFrom
 	if data := strings.TrimSpace(auth.Data); data != "" && data != "=" {
 		raw, err := base64.StdEncoding.DecodeString(data)
@@ -367,14 +391,35 @@ func (in *inbound) sasl(start xml.StartElement) (bool, error) {
 		return failure("temporary-auth-failure", "dialback verification in progress")
 	}
 	in.mu.Lock()
-	wasPending := in.markValidLocked(p, AuthExternal)
+	admitted := in.eng.admitInbound(in.Stream, p) // counted from here, even before the restart
 	in.mu.Unlock()
+	if !admitted {
+		in.wmu.Unlock()
+		return failure("temporary-auth-failure", "too many streams from "+p.Remote+" to "+p.Local)
+	}
 	err := in.writeLocked([]byte("<success xmlns='" + NSSASL + "'/>"))
 	in.wmu.Unlock()
 	if err != nil {
 		return false, in.readFailure("sasl", err)
 	}
-	in.afterAuthorize(p, AuthExternal, wasPending)
+	// The pair becomes usable once our restarted header is out: nothing
+	// may come between <success/> and it (s2s-stream.md §3.3), neither a
+	// keepalive nor a stanza of ours on a bidi stream.
+	in.afterRestart = func() error {
+		in.mu.Lock()
+		if in.info.State == Closed || in.cause != nil {
+			in.mu.Unlock()
+			return nil // ending anyway
+		}
+		if perr := in.ep.policy(p.Local, p.Remote); perr != nil {
+			in.mu.Unlock()
+			return in.fail("sasl", stream.PolicyViolation, perr.Error(), perr)
+		}
+		wasPending := in.markValidLocked(p, AuthExternal)
+		in.mu.Unlock()
+		in.afterAuthorize(p, AuthExternal, wasPending)
+		return nil
+	}
 	in.resetReader()
 	return true, nil
 }
@@ -433,12 +478,33 @@ func (s *Stream) receiveStanza(ctx context.Context, start xml.StartElement, h Ha
 	if st.XML, err = s.r.Element(start); err != nil {
 		return s.readFailure("serve", err)
 	}
+	if err := s.failing(); err != nil {
+		return err
+	}
 	s.ctr.stanzasIn.Add(1)
 	if s.eng != nil {
 		s.eng.m.stanzasIn.Add(1)
 	}
 	if h != nil {
 		h.ServeStanza(ctx, st)
+	}
+	return nil
+}
+
+// failing returns why the stream is being failed (a policy change, a
+// shutdown) or has ended, or nil. The read loops stop then: nothing more
+// reaches a Handler, not even what the peer sent before our stream error,
+// as its authorization is withdrawn. A graceful close (closing, no cause)
+// is not failing: what the peer sent before it saw our closing tag was
+// sent while authorized and is delivered.
+func (s *Stream) failing() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.cause != nil:
+		return s.cause
+	case s.info.State == Closed:
+		return ErrStreamClosed
 	}
 	return nil
 }
@@ -623,6 +689,10 @@ func (in *inbound) finishVerify(gen uint64, p Pair, req *dialback.Result, t dial
 		// under mu: a later Policy.Update sees the pair and closes.
 		if perr := in.ep.policy(p.Local, p.Remote); perr != nil {
 			answer = req.Answer(dialback.TypeError, dbError(stanza.Cancel, stanza.PolicyViolation))
+		} else if !in.eng.admitInbound(in.Stream, p) {
+			// Too many streams from that domain already: XEP-0220 lets the
+			// peer retry later or use one it has.
+			answer = req.Answer(dialback.TypeError, dbError(stanza.Wait, stanza.ResourceConstraint))
 		} else {
 			wasPending = in.markValidLocked(p, AuthDialback)
 		}
@@ -690,6 +760,14 @@ func (in *inbound) authoritative(req *dialback.Verify) {
 	in.lg().Info("authoritative dialback answer", slog.String(logkey.Local, originating), slog.String(logkey.Remote, receiving), slog.String("type", string(a.Type)))
 }
 
+// bidiWithoutTLS reports whether bidi may be offered and accepted on a
+// stream without TLS: only when TLS could not be had anyway (mode No TLS,
+// or no certificate for local). Otherwise our own stanzas could flow in
+// plaintext where a stream of ours would have used TLS.
+func (e *Endpoint) bidiWithoutTLS(mode tlsmode.Mode, local string) bool {
+	return mode == tlsmode.NoTLS || mode != tlsmode.Required && !e.hasCertificate(local)
+}
+
 // bidiRequest handles the initiator's <bidi/> (XEP-0288 §2): allowed
 // before authentication, when offered. Our stanzas for the stream's
 // authorized pairs may then go back over it.
@@ -700,7 +778,7 @@ func (in *inbound) bidiRequest(mode tlsmode.Mode, isTLS bool) error {
 	switch {
 	case !in.ep.Bidi:
 		return in.fail("serve", stream.UnsupportedStanzaType, "bidirectional streams (XEP-0288) are not offered", nil)
-	case !isTLS && mode == tlsmode.Required:
+	case !isTLS && !in.ep.bidiWithoutTLS(mode, in.Info().Local):
 		return in.fail("serve", stream.PolicyViolation, "bidi requested before TLS", nil)
 	case in.started() || in.Info().Auth != AuthNone:
 		return in.fail("serve", stream.PolicyViolation, "bidi requested after authentication began", nil)
@@ -711,4 +789,11 @@ func (in *inbound) bidiRequest(mode tlsmode.Mode, isTLS bool) error {
 	in.mu.Unlock()
 	in.lg().Info("bidirectional stream requested by peer (XEP-0288)")
 	return nil
+}
+
+// hasValidPairs reports whether a pair is authorized on the stream.
+func (in *inbound) hasValidPairs() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.valid) > 0
 }

@@ -26,11 +26,16 @@ const (
 	DefaultMaxUnauthenticated        = 1000 // inbound streams not yet authorized, in total
 	DefaultMaxUnauthenticatedPerAddr = 20   // the same, per source address
 	DefaultMaxVerifications          = 500  // dialback verifications in progress
+	DefaultMaxStreamsPerDomain       = 16   // authenticated inbound streams per remote domain and served domain
 	DefaultInboundIdleTimeout        = 30 * time.Minute
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("s2s: server closed")
+
+// errCloseNow is the cause with which Close cancels the streams' context:
+// they are cut off instead of being sent <system-shutdown/>.
+var errCloseNow = errors.New("s2s: server closed at once")
 
 // Namespaces the Server answers itself.
 const (
@@ -49,7 +54,9 @@ const (
 // Limits protect it from peers that connect and never authenticate: in
 // total and per source address, further connections are refused at once
 // with <resource-constraint/> or <policy-violation/>, before anything is
-// read; server-wide, dialback verifications are bounded.
+// read (direct TLS connections are just closed); server-wide, dialback
+// verifications are bounded. A remote domain may hold only so many
+// authenticated inbound streams at a time.
 //
 // Set the fields before the first Serve. The zero values of the optional
 // fields are the defaults.
@@ -72,6 +79,15 @@ type Server struct {
 	MaxUnauthenticated        int
 	MaxUnauthenticatedPerAddr int
 	MaxVerifications          int
+	// MaxStreamsPerDomain bounds the authenticated inbound streams a
+	// remote domain holds for each served domain (a server needs one or
+	// two per domain pair; more is a loop or abuse). It is per pair, not
+	// per remote domain alone, because most servers open one stream per
+	// pair: one sender writing to many of our domains needs as many.
+	// Beyond it, dialback is answered <resource-constraint/> and SASL
+	// EXTERNAL <temporary-auth-failure/>, and the peer keeps using the
+	// streams it has.
+	MaxStreamsPerDomain int
 
 	// IdleTimeout closes an inbound stream that carried no stanza for that
 	// long (negative never). The peer opens a new one when it needs it.
@@ -84,7 +100,7 @@ type Server struct {
 	initOnce sync.Once
 	initErr  error
 	ctx      context.Context
-	cancel   context.CancelFunc
+	cancel   context.CancelCauseFunc // errCloseNow: Close; otherwise Shutdown
 	eng      *engine
 
 	mu        sync.Mutex
@@ -92,7 +108,14 @@ type Server struct {
 	unauth    int
 	perAddr   map[netip.Addr]int
 	closed    bool
-	conns     sync.WaitGroup
+	conns     sync.WaitGroup // connection goroutines, a running Handler included
+	// inbound holds the live inbound streams, each with the domain pairs
+	// it counts for in perPair (MaxStreamsPerDomain).
+	inbound map[*Stream]map[Pair]bool
+	perPair map[Pair]int
+
+	waitOnce sync.Once
+	waitDone chan struct{} // closed when conns is done, after closed is set
 }
 
 func (srv *Server) init() error {
@@ -116,10 +139,13 @@ func (srv *Server) init() error {
 		if n := limit(srv.MaxVerifications, DefaultMaxVerifications); n > 0 {
 			srv.eng.verifySem = make(chan struct{}, n)
 		}
-		srv.ctx, srv.cancel = context.WithCancel(context.Background())
+		srv.ctx, srv.cancel = context.WithCancelCause(context.Background())
 		srv.eng.setHandler(srv.ctx, HandlerFunc(srv.serveStanza))
+		srv.eng.admit = srv.admit
 		srv.listeners = make(map[net.Listener]struct{})
 		srv.perAddr = make(map[netip.Addr]int)
+		srv.inbound = make(map[*Stream]map[Pair]bool)
+		srv.perPair = make(map[Pair]int)
 	})
 	return srv.initErr
 }
@@ -206,31 +232,34 @@ func (srv *Server) serve(l net.Listener, direct bool) error {
 	for {
 		conn, err := l.Accept()
 		if err != nil {
-			srv.mu.Lock()
-			closed := srv.closed
-			delete(srv.listeners, l)
-			srv.mu.Unlock()
-			if closed {
-				return ErrServerClosed
+			if srv.isClosed() {
+				return ErrServerClosed // closeListeners closed l
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				// Out of file descriptors or similar: wait and retry,
-				// as net/http does.
+				// as net/http does. l stays in the set meanwhile, so
+				// that a Close during the wait closes it.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				lg.Warn("accept failed; retrying", slog.Any(logkey.Err, err), slog.Duration("delay", delay))
-				srv.mu.Lock()
-				srv.listeners[l] = struct{}{}
-				srv.mu.Unlock()
 				time.Sleep(delay)
 				continue
 			}
+			srv.mu.Lock()
+			delete(srv.listeners, l)
+			srv.mu.Unlock()
 			l.Close()
 			return err
 		}
 		delay = 0
 		srv.accept(conn, cfg)
 	}
+}
+
+func (srv *Server) isClosed() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.closed
 }
 
 // accept applies the connection limits and starts serving conn.
@@ -254,14 +283,24 @@ func (srv *Server) accept(conn net.Conn, cfg *tls.Config) {
 		srv.unauth++
 		srv.perAddr[addr]++
 	}
-	srv.conns.Add(1) // under mu, so never after Shutdown has begun waiting
+	// A direct TLS peer cannot read a stream error before a TLS
+	// handshake, which would cost us as much as the connection we refuse:
+	// it is just closed.
+	closeOnly := refuse.Err != "" && cfg != nil
+	if !closeOnly {
+		srv.conns.Add(1) // under mu, so never after Shutdown has begun waiting
+	}
 	srv.mu.Unlock()
 	if refuse.Err != "" {
 		srv.eng.m.add(&srv.eng.m.refused, refuse.Err)
-		srv.Endpoint.logger().Warn("refusing connection", slog.String("peer_addr", conn.RemoteAddr().String()), slog.String("condition", refuse.Err), slog.String("reason", why))
+		srv.Endpoint.logger().Warn("refusing connection", slog.String("peer_addr", conn.RemoteAddr().String()), slog.String("condition", refuse.Err), slog.String("reason", why), slog.Bool("direct_tls", cfg != nil))
+		if closeOnly {
+			conn.Close()
+			return
+		}
 		go func() {
 			defer srv.conns.Done()
-			refuseConn(conn, cfg, srv.Endpoint.defaultDomain(), refuse, why)
+			refuseConn(conn, srv.Endpoint.defaultDomain(), refuse, why)
 		}()
 		return
 	}
@@ -284,6 +323,7 @@ func (srv *Server) accept(conn net.Conn, cfg *tls.Config) {
 			c = tls.Server(c, cfg)
 		}
 		err := srv.Endpoint.serveConn(srv.ctx, c, HandlerFunc(srv.serveStanza), srv.eng, func(s *Stream) {
+			srv.track(s)
 			s.onConnected = func() {
 				release()
 				s.watch(srv.idleTimeout(), srv.Pool.keepAlive())
@@ -304,18 +344,58 @@ func (srv *Server) idleTimeout() time.Duration {
 
 // refuseConn answers a connection over a limit with a stream header and a
 // stream error, without reading from it (so without allocating for it).
-func refuseConn(conn net.Conn, cfg *tls.Config, from string, cond stream.Error, text string) {
+func refuseConn(conn net.Conn, from string, cond stream.Error, text string) {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	var w io.Writer = conn
-	if cfg != nil {
-		tc := tls.Server(conn, cfg)
-		if tc.Handshake() != nil {
-			return
+	conn.SetDeadline(time.Now().Add(lastWordsTimeout))
+	io.WriteString(conn, header(from, "", newStreamID(), true)+streamErrorXML(cond, text))
+}
+
+// track registers a new inbound stream until it ends.
+func (srv *Server) track(s *Stream) {
+	srv.mu.Lock()
+	srv.inbound[s] = nil
+	srv.mu.Unlock()
+	s.whenDone(func(error) { srv.forget(s) })
+}
+
+func (srv *Server) forget(s *Stream) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for p := range srv.inbound[s] {
+		if srv.perPair[p]--; srv.perPair[p] <= 0 {
+			delete(srv.perPair, p)
 		}
-		w = tc
 	}
-	io.WriteString(w, header(from, "", newStreamID(), true)+streamErrorXML(cond, text))
+	delete(srv.inbound, s)
+}
+
+// admit applies MaxStreamsPerDomain when inbound stream s is about to
+// authorize pair p (engine.admit; s.mu is held, so nothing here may take
+// it). A stream counts for each pair it authorizes until it ends.
+func (srv *Server) admit(s *Stream, p Pair) bool {
+	maxStreams := limit(srv.MaxStreamsPerDomain, DefaultMaxStreamsPerDomain)
+	srv.mu.Lock()
+	pairs, live := srv.inbound[s]
+	switch {
+	case !live || pairs[p]:
+		// Ended (it will not be counted) or counted already.
+		srv.mu.Unlock()
+		return true
+	case maxStreams > 0 && srv.perPair[p] >= maxStreams:
+		srv.mu.Unlock()
+		srv.eng.m.add(&srv.eng.m.refused, "streams-per-domain")
+		srv.Endpoint.logger().Warn("refusing authentication: the remote domain already has too many streams to this domain",
+			slog.String(logkey.Local, p.Local), slog.String(logkey.Remote, p.Remote), slog.Int("max_streams_per_domain", maxStreams))
+		return false
+	}
+	if pairs == nil {
+		pairs = make(map[Pair]bool)
+		srv.inbound[s] = pairs
+	}
+	pairs[p] = true
+	srv.perPair[p]++
+	srv.mu.Unlock()
+	return true
 }
 
 func remoteIP(c net.Conn) netip.Addr {
@@ -411,28 +491,27 @@ func (srv *Server) Counters() Counters {
 	return srv.eng.m.snapshot()
 }
 
-// Shutdown stops accepting, closes every inbound stream with
-// <system-shutdown/> once the stanza it is handling has been handled, then
-// lets the Pool deliver what is queued and close its streams the same way.
-// When ctx ends first, what remains is cut off (queued stanzas bounced) and
-// ctx's error returned.
+// Shutdown stops accepting and closes every inbound stream at once with
+// <system-shutdown/>: from then on no stanza of theirs reaches Handler.
+// It waits for the Handler calls in flight to return (their context is
+// cancelled), then lets the Pool deliver what is queued and close its
+// streams the same way. When ctx ends first, the inbound streams left are
+// cut off, the Pool's queues bounced, and ctx's error returned at once; a
+// Handler still running finishes in the background. A Handler that calls
+// Shutdown must give it a ctx that ends (or call it in a goroutine), as
+// Shutdown waits for that very Handler.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	if err := srv.init(); err != nil {
 		return err
 	}
 	srv.closeListeners()
-	srv.cancel() // inbound streams: <system-shutdown/>
-	done := make(chan struct{})
-	go func() {
-		srv.conns.Wait()
-		close(done)
-	}()
+	srv.cancel(nil) // inbound streams: <system-shutdown/>, each bounded by lastWordsTimeout
 	var err error
 	select {
-	case <-done:
+	case <-srv.connsDone():
 	case <-ctx.Done():
 		err = ctx.Err()
-		<-done // every stream has been told to close; none waits long
+		srv.abortInbound()
 	}
 	if perr := srv.Pool.Shutdown(ctx); err == nil {
 		err = perr
@@ -440,15 +519,45 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Close stops at once: listeners and streams are closed, setups abandoned.
+// Close stops at once: listeners are closed, inbound streams cut off
+// without a stream error (a peer that does not read cannot hold it up),
+// setups abandoned and the Pool closed. It does not wait for Handler calls
+// in flight; their context is cancelled.
 func (srv *Server) Close() error {
 	if err := srv.init(); err != nil {
 		return err
 	}
 	srv.closeListeners()
-	srv.cancel()
-	srv.conns.Wait()
+	srv.cancel(errCloseNow) // streams that start now are cut off too
+	srv.abortInbound()      // and those told <system-shutdown/> by Shutdown
 	return srv.Pool.Close()
+}
+
+// connsDone is closed when every connection goroutine has returned; only
+// valid once closed is set (no more are added).
+func (srv *Server) connsDone() <-chan struct{} {
+	srv.waitOnce.Do(func() {
+		srv.waitDone = make(chan struct{})
+		go func() {
+			srv.conns.Wait()
+			close(srv.waitDone)
+		}()
+	})
+	return srv.waitDone
+}
+
+// abortInbound cuts off every inbound stream.
+func (srv *Server) abortInbound() {
+	srv.mu.Lock()
+	ss := make([]*Stream, 0, len(srv.inbound))
+	for s := range srv.inbound {
+		ss = append(ss, s)
+	}
+	srv.mu.Unlock()
+	for _, s := range ss {
+		info := s.Info()
+		s.abort(&Error{Op: "serve", Local: info.Local, Remote: info.Remote, StreamID: info.ID, Err: ErrServerClosed})
+	}
 }
 
 func (srv *Server) closeListeners() {

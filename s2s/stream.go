@@ -80,6 +80,9 @@ type Stream struct {
 	ctr   *streamCounters // traffic figures
 	timer *time.Timer     // idle and keepalive (watch); guarded by mu
 	onEnd []func(error)   // run once the stream has ended (whenDone); guarded by mu
+	// releaseSetup gives back the engine's setup slot for the peer address
+	// (idempotent); set before the stream is shared.
+	releaseSetup func()
 	// onConnected runs when the stream authorizes its first pair; set
 	// before the stream starts.
 	onConnected func()
@@ -111,15 +114,16 @@ func newStream(ep *Endpoint, conn net.Conn, dir Direction, eng *engine) *Stream 
 		conn = &countingConn{Conn: conn, c: ctr}
 	}
 	s := &Stream{
-		ep:       ep,
-		eng:      eng,
-		ctr:      ctr,
-		conn:     conn,
-		w:        bufio.NewWriterSize(conn, 4096),
-		valid:    make(map[Pair]AuthMethod),
-		pending:  make(map[Pair]chan answer),
-		verifies: make(map[verifyKey]chan answer),
-		done:     make(chan struct{}),
+		ep:           ep,
+		releaseSetup: func() {},
+		eng:          eng,
+		ctr:          ctr,
+		conn:         conn,
+		w:            bufio.NewWriterSize(conn, 4096),
+		valid:        make(map[Pair]AuthMethod),
+		pending:      make(map[Pair]chan answer),
+		verifies:     make(map[verifyKey]chan answer),
+		done:         make(chan struct{}),
 	}
 	s.info = Info{Direction: dir, State: Pending, Since: time.Now(), RemoteAddr: conn.RemoteAddr().String()}
 	s.log.Store(ep.logger().With(slog.String("direction", dir.String()), slog.String("peer_addr", s.info.RemoteAddr)))
@@ -575,4 +579,63 @@ func (s *Stream) abort(err error) {
 	}
 	c.Close()
 	s.end(err)
+}
+
+// usable reports whether new stanzas may be written on the stream.
+func (s *Stream) usable() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info.State == Connected && !s.closing && s.cause == nil
+}
+
+// sendBatch writes stanzas of one authorized pair with a single flush (the
+// Pool's writer). On a write error the stream is ended: what was written
+// cannot be known, and nothing more can be.
+func (s *Stream) sendBatch(p Pair, batch []*Stanza) error {
+	s.mu.Lock()
+	_, ok := s.valid[p]
+	closing := s.closing || s.cause != nil || s.info.State == Closed
+	s.mu.Unlock()
+	switch {
+	case closing:
+		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrStreamClosed}
+	case !ok:
+		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrNotAuthorized}
+	}
+	// Counted before the write, so that a peer that has the stanzas never
+	// sees counters that lack them.
+	n := uint64(len(batch))
+	s.ctr.stanzasOut.Add(n)
+	if s.eng != nil {
+		s.eng.m.stanzasOut.Add(n)
+	}
+	s.wmu.Lock()
+	err := s.wErr
+	if err == nil {
+		s.transport().SetWriteDeadline(time.Now().Add(writeTimeout))
+		debug := s.lg().Enabled(context.Background(), slog.LevelDebug)
+		for _, st := range batch {
+			if debug {
+				s.lg().Debug("sending: " + string(st.XML))
+			}
+			if _, err = s.w.Write(st.XML); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = s.w.Flush()
+		}
+		if err != nil {
+			s.wErr = err
+		} else {
+			s.ctr.writes.Add(1)
+		}
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		e := &Error{Op: "send", Local: p.Local, Remote: p.Remote, StreamID: s.Info().ID, Err: err}
+		s.end(e)
+		return e
+	}
+	return nil
 }
