@@ -139,7 +139,7 @@ type route struct {
 	state    routeState
 	queue    []*Stanza
 	stream   *Stream
-	writing  bool          // a drain goroutine is writing the queue to stream
+	writer   *Stream       // the stream a drain goroutine is writing the queue to, if any
 	space    chan struct{} // closed when the writer takes the queue (Sends wait on it)
 	failures int
 	// writeFailures counts streams in a row that failed while writing
@@ -239,7 +239,7 @@ func (p *Pool) Send(ctx context.Context, st *Stanza) error {
 		}
 		r.state = routeIdle
 	}
-	for len(r.queue) >= p.queueSize() && r.state == routeUp && r.writing {
+	for len(r.queue) >= p.queueSize() && r.state == routeUp && r.writer != nil {
 		// The stream is up and its writer busy: wait for room (back-
 		// pressure), as long as the caller lets us.
 		if r.space == nil {
@@ -268,10 +268,10 @@ func (p *Pool) Send(ctx context.Context, st *Stanza) error {
 	case routeIdle:
 		p.startLocked(r)
 	case routeUp:
-		if !r.writing {
+		if r.writer == nil {
 			// The writer drains the queue in batches, one flush each, so
 			// that Send never waits for the network.
-			r.writing = true
+			r.writer = r.stream
 			p.wg.Add(1)
 			go func(s *Stream) {
 				defer p.wg.Done()
@@ -297,10 +297,14 @@ func (p *Pool) drain(r *route, s *Stream) {
 	for {
 		p.mu.Lock()
 		if r.stream != s || len(r.queue) == 0 {
-			r.writing = false
+			if r.writer == s {
+				r.writer = nil
+			}
 			wakeLocked(r)
-			if r.state == routeIdle && len(r.queue) > 0 && !p.closed {
-				p.startLocked(r) // the stream went away under us
+			if r.state == routeIdle && len(r.queue) > 0 {
+				// The stream went away under us: a new one takes the
+				// queue (also while shutting down, to drain it).
+				p.startLocked(r)
 			}
 			p.mu.Unlock()
 			return
@@ -321,7 +325,9 @@ func (p *Pool) drain(r *route, s *Stream) {
 		// delivered stanza as lost. Without stream management (XEP-0198)
 		// duplicates are the lesser harm.
 		r.queue = append(batch, r.queue...)
-		r.writing = false
+		if r.writer == s {
+			r.writer = nil
+		}
 		wakeLocked(r)
 		r.writeFailures++
 		if r.stream == s {
@@ -371,7 +377,7 @@ func (p *Pool) connect(r *route) {
 	}
 	p.mu.Lock()
 	r.state, r.stream, r.failures, r.lastErr = routeUp, s, 0, nil
-	r.writing = true
+	r.writer = s
 	p.mu.Unlock()
 	s.whenDone(func(error) { p.streamEnded(r, s) })
 	if !shared {
@@ -433,7 +439,7 @@ func (p *Pool) failed(r *route, err error) {
 	r.lastErr = err
 	delay := p.Backoff.Delay(r.failures)
 	r.state, r.retryAt = routeBackoff, time.Now().Add(delay)
-	closing := p.closed
+	closing, failures := p.closed, r.failures
 	p.sweepLocked()
 	p.mu.Unlock()
 	typ, cond := bounceCondition(err)
@@ -442,7 +448,7 @@ func (p *Pool) failed(r *route, err error) {
 		typ, cond, text = stanza.Wait, stanza.RemoteServerTimeout, "server shutting down before the stream to "+r.pair.Remote+" was set up"
 	}
 	p.lg().Warn("federation failed; bouncing queued stanzas", slog.String(logkey.Local, r.pair.Local), slog.String(logkey.Remote, r.pair.Remote),
-		slog.Int("bounced", len(batch)), slog.Int("failures", r.failures), slog.Duration("retry_in", delay.Round(time.Millisecond)), slog.String("reason", FailureReason(err)), slog.Any(logkey.Err, err))
+		slog.Int("bounced", len(batch)), slog.Int("failures", failures), slog.Duration("retry_in", delay.Round(time.Millisecond)), slog.String("reason", FailureReason(err)), slog.Any(logkey.Err, err))
 	for _, st := range batch {
 		p.bounce(st, typ, cond, text)
 	}
@@ -465,20 +471,43 @@ func (p *Pool) sweepLocked() {
 // new one.
 func (p *Pool) streamEnded(r *route, s *Stream) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if r.stream != s {
+	if r.stream != s || r.state != routeUp {
+		if r.stream == s {
+			r.stream = nil
+		}
+		p.mu.Unlock()
 		return
 	}
-	r.stream = nil
-	if r.state != routeUp {
-		return
-	}
-	r.state = routeIdle
+	r.stream, r.state = nil, routeIdle
+	var left []*Stanza
 	switch {
-	case len(r.queue) > 0 && !r.writing && !p.closed:
+	case len(r.queue) > 0 && r.writer != nil:
+		// Its writer will find the stream gone and start a new one.
+	case len(r.queue) > 0 && !p.closed:
 		p.startLocked(r) // stanzas arrived as it closed: a new stream takes them
-	case len(r.queue) == 0 && p.routes[r.pair] == r:
+	case len(r.queue) > 0:
+		// Closing: no new stream (this may run outside the Pool's
+		// goroutines, after Shutdown's wait); bounce what is left.
+		left, r.queue = r.queue, nil
+	case p.routes[r.pair] == r:
 		delete(p.routes, r.pair)
+	}
+	p.mu.Unlock()
+	p.bounceAll(left, r.pair, nil)
+}
+
+// bounceAll bounces stanzas the Pool gives up on.
+func (p *Pool) bounceAll(batch []*Stanza, pr Pair, err error) {
+	typ, cond := bounceCondition(err)
+	text := "server-to-server stream to " + pr.Remote + " closed"
+	if err != nil {
+		text = fmt.Sprintf("server-to-server connection to %s failed: %v", pr.Remote, err)
+	}
+	if p.ctx.Err() != nil {
+		typ, cond, text = stanza.Wait, stanza.RemoteServerTimeout, "server shutting down before the stanza could be sent to "+pr.Remote
+	}
+	for _, st := range batch {
+		p.bounce(st, typ, cond, text)
 	}
 }
 
@@ -563,17 +592,21 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 		p.wg.Wait()
 		close(drained)
 	}()
-	var err error
 	select {
 	case <-drained:
-	case <-ctx.Done():
-		err = ctx.Err()
 		p.cancel()
+		p.closeStreams(true)
+		p.bounceLeft()
+		return nil
+	case <-ctx.Done():
+		// Out of time: abandon setups, cut streams (a writer may be
+		// stuck on a peer that does not read), bounce the rest.
+		p.cancel()
+		p.closeStreams(false)
 		<-drained
+		p.bounceLeft()
+		return ctx.Err()
 	}
-	p.cancel()
-	p.closeStreams(true)
-	return err
 }
 
 // Close stops at once: setups are abandoned (their queues bounced) and
@@ -589,9 +622,27 @@ func (p *Pool) Close() error {
 		p.unsub()
 	}
 	p.cancel()
+	p.closeStreams(false) // first, so that no writer waits on a peer
 	p.wg.Wait()
-	p.closeStreams(false)
+	p.bounceLeft()
 	return nil
+}
+
+// bounceLeft bounces whatever is still queued once the Pool's goroutines
+// have stopped.
+func (p *Pool) bounceLeft() {
+	p.mu.Lock()
+	var left []*route
+	for _, r := range p.routes {
+		if len(r.queue) > 0 {
+			left = append(left, &route{pair: r.pair, queue: r.queue})
+			r.queue = nil
+		}
+	}
+	p.mu.Unlock()
+	for _, r := range left {
+		p.bounceAll(r.queue, r.pair, ErrPoolClosed)
+	}
 }
 
 // closeStreams ends the outbound streams (with <system-shutdown/> when
@@ -608,7 +659,7 @@ func (p *Pool) closeStreams(graceful bool) {
 			if graceful {
 				s.fail("shutdown", stream.SystemShutdown, "", nil)
 			} else {
-				s.end(ErrPoolClosed)
+				s.abort(ErrPoolClosed)
 			}
 			if s.readDone != nil {
 				<-s.readDone
