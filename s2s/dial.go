@@ -112,7 +112,14 @@ func (e *Endpoint) connect(ctx context.Context, local, remote string, verifyOnly
 				return nil, features{}, &Error{Op: op, Local: local, Remote: remote, Err: ctx.Err()}
 			}
 			addr := netip.AddrPortFrom(a, t.Port).String()
-			release, err := eng.setupSlot(ctx, addr)
+			release := func() {}
+			if !verifyOnly {
+				// Verifications are bounded by MaxVerifications; sharing
+				// slots with setups could deadlock two servers that set up
+				// streams to each other (each waiting for the other's
+				// verification).
+				release, err = eng.setupSlot(ctx, addr)
+			}
 			if err != nil {
 				return nil, features{}, &Error{Op: op, Local: local, Remote: remote, Err: err}
 			}
@@ -710,31 +717,12 @@ func (s *Stream) Send(ctx context.Context, st *Stanza) error {
 	}
 	p := Pair{Local: norm(st.From.Domainpart()), Remote: norm(st.To.Domainpart())}
 	s.mu.Lock()
-	dir, closing, bidi := s.info.Direction, s.closing, s.bidi
-	_, ok := s.valid[p]
+	dir, bidi := s.info.Direction, s.bidi
 	s.mu.Unlock()
-	switch {
-	case dir != Outbound && !bidi:
+	if dir != Outbound && !bidi {
 		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrWrongDirection}
-	case closing:
-		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrStreamClosed}
-	case !ok:
-		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: ErrNotAuthorized}
 	}
-	// Counted before the write, so that a peer that has the stanza never
-	// sees a counter that lacks it.
-	s.ctr.stanzasOut.Add(1)
-	if s.eng != nil {
-		s.eng.m.stanzasOut.Add(1)
-	}
-	if err := s.write(st.XML); err != nil {
-		// The transport is broken (or the peer too slow to read within
-		// the write timeout): nothing more can be sent on this stream.
-		e := &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: err}
-		s.end(e)
-		return e
-	}
-	return nil
+	return s.sendBatch(p, []*Stanza{st})
 }
 
 // verifyKey asks the authoritative server of originating, over a new

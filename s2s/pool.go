@@ -219,56 +219,56 @@ func (p *Pool) Send(ctx context.Context, st *Stanza) error {
 		p.bounce(st, stanza.Cancel, stanza.ServiceUnavailable, err.Error())
 		return nil
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return ErrPoolClosed
-	}
-	r := p.routes[pr]
-	if r == nil {
-		r = &route{pair: pr}
-		p.routes[pr] = r
-	}
-	if r.state == routeBackoff {
-		if time.Now().Before(r.retryAt) {
-			lastErr, wait := r.lastErr, time.Until(r.retryAt)
-			p.mu.Unlock()
-			typ, cond := bounceCondition(lastErr)
-			p.bounce(st, typ, cond, fmt.Sprintf("server-to-server connection to %s failed (%v); next attempt in %s", pr.Remote, lastErr, wait.Round(time.Second)))
-			return nil
-		}
-		r.state = routeIdle
-	}
-	for len(r.queue) >= p.queueSize() && r.state == routeUp && r.writer != nil {
-		// The stream is up and its writer busy: wait for room (back-
-		// pressure), as long as the caller lets us.
-		if r.space == nil {
-			r.space = make(chan struct{})
-		}
-		space := r.space
-		p.mu.Unlock()
-		select {
-		case <-space:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
 			return ErrPoolClosed
 		}
-	}
-	if len(r.queue) >= p.queueSize() {
-		p.mu.Unlock()
-		p.bounce(st, stanza.Wait, stanza.ResourceConstraint, fmt.Sprintf("too many stanzas queued for %s while its stream is set up", pr.Remote))
-		return nil
-	}
-	r.queue = append(r.queue, st)
-	switch r.state {
-	case routeIdle:
-		p.startLocked(r)
-	case routeUp:
-		if r.writer == nil {
+		r := p.routes[pr]
+		if r == nil {
+			r = &route{pair: pr}
+			p.routes[pr] = r
+		}
+		if r.state == routeBackoff {
+			if time.Now().Before(r.retryAt) {
+				lastErr, wait := r.lastErr, time.Until(r.retryAt)
+				p.mu.Unlock()
+				typ, cond := bounceCondition(lastErr)
+				p.bounce(st, typ, cond, fmt.Sprintf("server-to-server connection to %s failed (%v); next attempt in %s", pr.Remote, lastErr, wait.Round(time.Second)))
+				return nil
+			}
+			r.state = routeIdle
+		}
+		if len(r.queue) >= p.queueSize() && r.state == routeUp && r.writer != nil {
+			// The stream is up and its writer busy: wait for room
+			// (back-pressure) as long as the caller lets us, then look
+			// again from the top (the route may have failed meanwhile).
+			if r.space == nil {
+				r.space = make(chan struct{})
+			}
+			space := r.space
+			p.mu.Unlock()
+			select {
+			case <-space:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if len(r.queue) >= p.queueSize() {
+			p.mu.Unlock()
+			p.bounce(st, stanza.Wait, stanza.ResourceConstraint, fmt.Sprintf("too many stanzas queued for %s while its stream is set up", pr.Remote))
+			return nil
+		}
+		r.queue = append(r.queue, st)
+		switch {
+		case r.writer != nil:
+			// A writer is busy (perhaps on a stream that just ended): it
+			// takes the queue, or sets up a new stream when it stops.
+		case r.state == routeIdle:
+			p.startLocked(r)
+		case r.state == routeUp:
 			// The writer drains the queue in batches, one flush each, so
 			// that Send never waits for the network.
 			r.writer = r.stream
@@ -278,12 +278,13 @@ func (p *Pool) Send(ctx context.Context, st *Stanza) error {
 				p.drain(r, s)
 			}(r.stream)
 		}
+		p.mu.Unlock()
+		return nil
 	}
-	p.mu.Unlock()
-	return nil
 }
 
-// startLocked starts setting up r's stream. p.mu is held.
+// startLocked starts setting up r's stream. p.mu is held, and no writer is
+// busy on r (a writer starts the setup itself when it stops).
 func (p *Pool) startLocked(r *route) {
 	r.state = routeConnecting
 	p.wg.Add(1)
@@ -301,7 +302,7 @@ func (p *Pool) drain(r *route, s *Stream) {
 				r.writer = nil
 			}
 			wakeLocked(r)
-			if r.state == routeIdle && len(r.queue) > 0 {
+			if r.writer == nil && r.state == routeIdle && len(r.queue) > 0 {
 				// The stream went away under us: a new one takes the
 				// queue (also while shutting down, to drain it).
 				p.startLocked(r)
@@ -333,14 +334,16 @@ func (p *Pool) drain(r *route, s *Stream) {
 		if r.stream == s {
 			r.stream, r.state = nil, routeIdle
 		}
-		giveUp := r.writeFailures >= maxWriteFailures || p.closed
-		if !giveUp && r.state == routeIdle {
+		if r.writeFailures >= maxWriteFailures || p.closed && p.ctx.Err() != nil {
+			f := p.failLocked(r, err)
+			p.mu.Unlock()
+			f.bounce()
+			return
+		}
+		if r.writer == nil && r.state == routeIdle {
 			p.startLocked(r)
 		}
 		p.mu.Unlock()
-		if giveUp {
-			p.failed(r, err)
-		}
 		return
 	}
 }
@@ -431,25 +434,47 @@ func (p *Pool) stream(ctx context.Context, pr Pair) (s *Stream, shared bool, err
 // failed bounces r's queue and starts (or lengthens) its back-off.
 func (p *Pool) failed(r *route, err error) {
 	p.mu.Lock()
-	batch := r.queue
+	f := p.failLocked(r, err)
+	p.mu.Unlock()
+	f.bounce()
+}
+
+// failure is a route failure whose bounces are sent after p.mu is released
+// (a Bounce handler may call Send).
+type failure struct {
+	p     *Pool
+	pair  Pair
+	batch []*Stanza
+	err   error
+	delay time.Duration
+	n     int
+	ended bool // the Pool is shutting down
+}
+
+// failLocked puts r in back-off and takes its queue. p.mu is held.
+func (p *Pool) failLocked(r *route, err error) failure {
+	f := failure{p: p, pair: r.pair, batch: r.queue, err: err, ended: p.closed && p.ctx.Err() != nil}
 	r.queue = nil
 	wakeLocked(r)
 	r.stream = nil
 	r.failures++
 	r.lastErr = err
-	delay := p.Backoff.Delay(r.failures)
-	r.state, r.retryAt = routeBackoff, time.Now().Add(delay)
-	closing, failures := p.closed, r.failures
+	f.delay, f.n = p.Backoff.Delay(r.failures), r.failures
+	r.state, r.retryAt = routeBackoff, time.Now().Add(f.delay)
 	p.sweepLocked()
-	p.mu.Unlock()
-	typ, cond := bounceCondition(err)
-	text := fmt.Sprintf("server-to-server connection to %s failed: %v", r.pair.Remote, err)
-	if closing && p.ctx.Err() != nil {
-		typ, cond, text = stanza.Wait, stanza.RemoteServerTimeout, "server shutting down before the stream to "+r.pair.Remote+" was set up"
+	return f
+}
+
+func (f failure) bounce() {
+	p := f.p
+	typ, cond := bounceCondition(f.err)
+	text := fmt.Sprintf("server-to-server connection to %s failed: %v", f.pair.Remote, f.err)
+	if f.ended {
+		typ, cond, text = stanza.Wait, stanza.RemoteServerTimeout, "server shutting down before the stanza could be sent to "+f.pair.Remote
 	}
-	p.lg().Warn("federation failed; bouncing queued stanzas", slog.String(logkey.Local, r.pair.Local), slog.String(logkey.Remote, r.pair.Remote),
-		slog.Int("bounced", len(batch)), slog.Int("failures", failures), slog.Duration("retry_in", delay.Round(time.Millisecond)), slog.String("reason", FailureReason(err)), slog.Any(logkey.Err, err))
-	for _, st := range batch {
+	p.lg().Warn("federation failed; bouncing queued stanzas", slog.String(logkey.Local, f.pair.Local), slog.String(logkey.Remote, f.pair.Remote),
+		slog.Int("bounced", len(f.batch)), slog.Int("failures", f.n), slog.Duration("retry_in", f.delay.Round(time.Millisecond)), slog.String("reason", FailureReason(f.err)), slog.Any(logkey.Err, f.err))
+	for _, st := range f.batch {
 		p.bounce(st, typ, cond, text)
 	}
 }
@@ -461,7 +486,7 @@ func (p *Pool) sweepLocked() {
 	now := time.Now()
 	keep := orDefault(p.Backoff.Max, DefaultBackoffMax)
 	for k, r := range p.routes {
-		if len(r.queue) == 0 && (r.state == routeIdle || r.state == routeBackoff && now.Sub(r.retryAt) > keep) {
+		if len(r.queue) == 0 && r.writer == nil && (r.state == routeIdle || r.state == routeBackoff && now.Sub(r.retryAt) > keep) {
 			delete(p.routes, k)
 		}
 	}
@@ -481,8 +506,9 @@ func (p *Pool) streamEnded(r *route, s *Stream) {
 	r.stream, r.state = nil, routeIdle
 	var left []*Stanza
 	switch {
-	case len(r.queue) > 0 && r.writer != nil:
-		// Its writer will find the stream gone and start a new one.
+	case r.writer != nil:
+		// Its writer (perhaps holding a batch) will find the stream gone
+		// and start a new one if anything is left.
 	case len(r.queue) > 0 && !p.closed:
 		p.startLocked(r) // stanzas arrived as it closed: a new stream takes them
 	case len(r.queue) > 0:
@@ -693,7 +719,8 @@ func (p *Pool) bounce(st *Stanza, typ stanza.ErrorType, cond stanza.Condition, t
 		return
 	}
 	p.eng.m.add(&p.eng.m.bounced, string(cond))
-	p.Bounce.ServeStanza(p.ctx, reply)
+	// Not p.ctx itself: Close cancels it, and these bounces must still go.
+	p.Bounce.ServeStanza(context.WithoutCancel(p.ctx), reply)
 }
 
 // ErrorReply returns the error stanza answering st with the given stanza

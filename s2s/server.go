@@ -437,7 +437,9 @@ func (srv *Server) reply(ctx context.Context, st *Stanza, payload string) {
 	xml.EscapeText(&b, []byte(st.ID))
 	b.WriteString("'>" + payload + "</iq>")
 	r := &Stanza{Name: "iq", From: st.To, To: st.From, Type: "result", ID: st.ID, XML: b.Bytes()}
-	if err := srv.Pool.Send(ctx, r); err != nil {
+	// Not cancelled with the stream: the answer is due even if the
+	// stream that asked is closing.
+	if err := srv.Pool.Send(context.WithoutCancel(ctx), r); err != nil {
 		srv.Endpoint.logger().Info("could not answer iq", slog.String(logkey.Remote, st.From.Domainpart()), slog.Any(logkey.Err, err))
 	}
 }
@@ -491,30 +493,33 @@ func (srv *Server) Counters() Counters {
 	return srv.eng.m.snapshot()
 }
 
-// Shutdown stops accepting and closes every inbound stream at once with
-// <system-shutdown/>: from then on no stanza of theirs reaches Handler.
-// It waits for the Handler calls in flight to return (their context is
-// cancelled), then lets the Pool deliver what is queued and close its
-// streams the same way. When ctx ends first, the inbound streams left are
-// cut off, the Pool's queues bounced, and ctx's error returned at once; a
-// Handler still running finishes in the background. A Handler that calls
-// Shutdown must give it a ctx that ends (or call it in a goroutine), as
-// Shutdown waits for that very Handler.
+// Shutdown drains, then stops. First the Pool delivers what is queued
+// (setting up streams if needed) and closes its streams with
+// <system-shutdown/>; meanwhile the listeners and inbound streams stay up,
+// because a peer verifies our dialback keys by connecting back to us, but
+// the Pool takes no new stanzas (Send returns ErrPoolClosed). Then
+// Shutdown stops accepting and closes every inbound stream with
+// <system-shutdown/> (from then on no stanza of theirs reaches Handler),
+// and waits for the Handler calls in flight to return (their context is
+// cancelled). When ctx ends first, what is left is cut off, the Pool's
+// queues bounced, and ctx's error returned at once; a Handler still
+// running finishes in the background. A Handler that calls Shutdown must
+// give it a ctx that ends (or call it in a goroutine), as Shutdown waits
+// for that very Handler.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	if err := srv.init(); err != nil {
 		return err
 	}
+	err := srv.Pool.Shutdown(ctx)
 	srv.closeListeners()
 	srv.cancel(nil) // inbound streams: <system-shutdown/>, each bounded by lastWordsTimeout
-	var err error
 	select {
 	case <-srv.connsDone():
 	case <-ctx.Done():
-		err = ctx.Err()
+		if err == nil {
+			err = ctx.Err()
+		}
 		srv.abortInbound()
-	}
-	if perr := srv.Pool.Shutdown(ctx); err == nil {
-		err = perr
 	}
 	return err
 }

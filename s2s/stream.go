@@ -611,6 +611,17 @@ func (s *Stream) sendBatch(p Pair, batch []*Stanza) error {
 	}
 	s.wmu.Lock()
 	err := s.wErr
+	if err == nil && s.isClosing() {
+		// A closer (idle close, policy) took the write lock first: what
+		// we would write now would follow its closing tag and be lost.
+		err = ErrStreamClosed
+		s.wmu.Unlock()
+		s.ctr.stanzasOut.Add(^(n - 1))
+		if s.eng != nil {
+			s.eng.m.stanzasOut.Add(^(n - 1))
+		}
+		return &Error{Op: "send", Local: p.Local, Remote: p.Remote, Err: err}
+	}
 	if err == nil {
 		s.transport().SetWriteDeadline(time.Now().Add(writeTimeout))
 		debug := s.lg().Enabled(context.Background(), slog.LevelDebug)
@@ -633,9 +644,20 @@ func (s *Stream) sendBatch(p Pair, batch []*Stanza) error {
 	}
 	s.wmu.Unlock()
 	if err != nil {
+		// Not sent after all (they go back to the Pool's queue, or fail).
+		s.ctr.stanzasOut.Add(^(n - 1))
+		if s.eng != nil {
+			s.eng.m.stanzasOut.Add(^(n - 1))
+		}
 		e := &Error{Op: "send", Local: p.Local, Remote: p.Remote, StreamID: s.Info().ID, Err: err}
 		s.end(e)
 		return e
 	}
 	return nil
+}
+
+func (s *Stream) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing || s.cause != nil
 }
