@@ -46,7 +46,9 @@
 // and the figures to monitor; limits on unauthenticated connections (in
 // total and per source address), verifications, stanza size, depth and
 // queue length are enforced before anything is allocated for the peer.
-// Package s2stest stands up federated domains in a test.
+// With Endpoint.Bidi, XEP-0288 bidirectional streams carry both
+// directions of a domain pair on one connection, as Prosody and ejabberd
+// can. Package s2stest stands up federated domains in a test.
 //
 // The stream layer is this package's own (internal/wire) rather than
 // mellium's xmpp.Session: mellium has no dialback, rejects S2S headers with

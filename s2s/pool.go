@@ -607,12 +607,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	if p.init() != nil {
 		return nil
 	}
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	if p.unsub != nil {
-		p.unsub()
-	}
+	p.stopTaking()
 	drained := make(chan struct{})
 	go func() {
 		p.wg.Wait()
@@ -635,18 +630,23 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close stops at once: setups are abandoned (their queues bounced) and
-// streams closed.
-func (p *Pool) Close() error {
-	if p.init() != nil {
-		return nil
-	}
+// stopTaking makes Send refuse new stanzas and stops following the Policy.
+func (p *Pool) stopTaking() {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
 	if p.unsub != nil {
 		p.unsub()
 	}
+}
+
+// Close stops at once: setups are abandoned (their queues bounced) and
+// streams closed.
+func (p *Pool) Close() error {
+	if p.init() != nil {
+		return nil
+	}
+	p.stopTaking()
 	p.cancel()
 	p.closeStreams(false) // first, so that no writer waits on a peer
 	p.wg.Wait()
