@@ -165,10 +165,14 @@ func TestDefaultRoute(t *testing.T) {
 		}})
 	ready(t, spoof)
 	send(t, spoof, msg(t, "mallory@vngtp.lab", "bob@vngtp.lab", "spoof"))
-	ws.waitFor(t, xcp.StateDisconnected)
-	mu.Lock()
-	assert.ErrorIs(t, lastErr, stream.InvalidFrom)
-	mu.Unlock()
+	// Wait for the error itself, not just for a disconnection: the link
+	// may have been refused with <conflict/> once before (the router had
+	// not yet seen the old link go) and reported that disconnection first.
+	assert.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return errors.Is(lastErr, stream.InvalidFrom)
+	}, 5*time.Second, 10*time.Millisecond, "the spoofing link is ended with <invalid-from/>")
 	hi.none(t)
 	ws.waitFor(t, xcp.StateConnected)
 }
