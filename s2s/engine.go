@@ -182,10 +182,19 @@ type engine struct {
 
 // admitInbound asks the Server's per-domain stream limit about p.
 func (g *engine) admitInbound(s *Stream, p Pair) bool {
-	if g == nil || g.admit == nil {
+	if g == nil {
 		return true
 	}
-	return g.admit(s, p)
+	if g.admit != nil && !g.admit(s, p) {
+		return false
+	}
+	// The peer contacted us: end the Pool's back-off for it now, before
+	// it learns it is authorized and can make us answer (s.mu is held;
+	// the Pool never takes a stream's lock under its own).
+	if g.onInboundAuthorized != nil {
+		g.onInboundAuthorized(p)
+	}
+	return true
 }
 
 func newEngine() *engine {
@@ -220,9 +229,6 @@ func (g *engine) authorized(s *Stream, p Pair, wasPending bool) {
 		} else {
 			g.m.outOpened.Add(1)
 		}
-	}
-	if dir == Inbound && g.onInboundAuthorized != nil {
-		g.onInboundAuthorized(p)
 	}
 }
 

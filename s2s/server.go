@@ -107,6 +107,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	unauth    int
 	perAddr   map[netip.Addr]int
+	places    map[*Stream]*unauthPlace // inbound streams' unauthenticated places
 	closed    bool
 	conns     sync.WaitGroup // connection goroutines, a running Handler included
 	// inbound holds the live inbound streams, each with the domain pairs
@@ -144,6 +145,7 @@ func (srv *Server) init() error {
 		srv.eng.admit = srv.admit
 		srv.listeners = make(map[net.Listener]struct{})
 		srv.perAddr = make(map[netip.Addr]int)
+		srv.places = make(map[*Stream]*unauthPlace)
 		srv.inbound = make(map[*Stream]map[Pair]bool)
 		srv.perPair = make(map[Pair]int)
 	})
@@ -304,28 +306,33 @@ func (srv *Server) accept(conn net.Conn, cfg *tls.Config) {
 		}()
 		return
 	}
-	var once sync.Once
-	release := func() {
-		once.Do(func() {
-			srv.mu.Lock()
-			srv.unauth--
-			if srv.perAddr[addr]--; srv.perAddr[addr] <= 0 {
-				delete(srv.perAddr, addr)
-			}
-			srv.mu.Unlock()
-		})
-	}
+	// The unauthenticated place is given back when the stream authorizes
+	// its first pair (admit, under srv.mu, before the peer can learn it is
+	// authorized) or ends, whichever comes first.
+	pl := &unauthPlace{addr: addr}
 	go func() {
 		defer srv.conns.Done()
-		defer release()
+		var st *Stream
+		defer func() {
+			srv.mu.Lock()
+			srv.releaseLocked(pl)
+			delete(srv.places, st)
+			srv.mu.Unlock()
+		}()
 		c := net.Conn(&countingConn{Conn: conn, c: &streamCounters{}})
 		if cfg != nil {
 			c = tls.Server(c, cfg)
 		}
 		err := srv.Endpoint.serveConn(srv.ctx, c, HandlerFunc(srv.serveStanza), srv.eng, func(s *Stream) {
+			st = s
 			srv.track(s)
+			srv.mu.Lock()
+			srv.places[s] = pl
+			srv.mu.Unlock()
 			s.onConnected = func() {
-				release()
+				srv.mu.Lock()
+				srv.releaseLocked(pl)
+				srv.mu.Unlock()
 				s.watch(srv.idleTimeout(), srv.Pool.keepAlive())
 			}
 		})
@@ -394,8 +401,29 @@ func (srv *Server) admit(s *Stream, p Pair) bool {
 	}
 	pairs[p] = true
 	srv.perPair[p]++
+	if pl := srv.places[s]; pl != nil {
+		srv.releaseLocked(pl) // authenticated: no longer counted as unauthenticated
+	}
 	srv.mu.Unlock()
 	return true
+}
+
+// unauthPlace is a connection's place among the unauthenticated ones.
+type unauthPlace struct {
+	addr     netip.Addr
+	released bool
+}
+
+// releaseLocked gives a place back (once). srv.mu is held.
+func (srv *Server) releaseLocked(pl *unauthPlace) {
+	if pl == nil || pl.released {
+		return
+	}
+	pl.released = true
+	srv.unauth--
+	if srv.perAddr[pl.addr]--; srv.perAddr[pl.addr] <= 0 {
+		delete(srv.perAddr, pl.addr)
+	}
 }
 
 func remoteIP(c net.Conn) netip.Addr {
