@@ -242,6 +242,7 @@ func TestRouterWire(t *testing.T) {
 func TestLinkWireConnect(t *testing.T) {
 	h := newCollector()
 	l := &xcp.Link{Name: "s2s-1.edge-1.example.com", Secret: secretS2S, Handler: h}
+	ws := watch(l)
 	addr := serveLink(t, l)
 
 	c := dialRaw(t, addr)
@@ -267,6 +268,9 @@ func TestLinkWireConnect(t *testing.T) {
 	c.send("</stream:stream>")
 	c.until("</stream:stream>")
 	c.closed()
+	// The Link may see the first connection go a moment after we do; a
+	// new one before that would be refused with <conflict/>.
+	ws.waitFor(t, xcp.StateDisconnected)
 	c3 := dialRaw(t, addr)
 	c3.send(header(xcp.NSConnect, "from", "s2s-1.edge-1.example.com"))
 	c3.until(">")
