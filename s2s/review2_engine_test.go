@@ -7,9 +7,7 @@ package s2s_test
 import (
 	"context"
 	"net"
-	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,63 +19,7 @@ import (
 	"github.com/xmppfed/xmppfed/tlsmode"
 )
 
-// r2Conn is a TCP connection whose writes can be made to stall (a peer
-// that stops reading): a stalled write returns an error after stallFor (or
-// the write deadline, if sooner), or at once when the connection is closed.
-type r2Conn struct {
-	net.Conn
-	d      *r2Dialer
-	stall  atomic.Bool
-	mu     sync.Mutex
-	wdl    time.Time
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (c *r2Conn) Write(b []byte) (int, error) {
-	if !c.stall.Load() {
-		return c.Conn.Write(b)
-	}
-	select {
-	case c.d.entered <- struct{}{}:
-	default:
-	}
-	c.mu.Lock()
-	wait := c.d.stallFor
-	if !c.wdl.IsZero() && time.Until(c.wdl) < wait {
-		wait = time.Until(c.wdl)
-	}
-	c.mu.Unlock()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-c.closed:
-		return 0, net.ErrClosed
-	case <-t.C:
-		return 0, os.ErrDeadlineExceeded
-	}
-}
-
-func (c *r2Conn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.wdl = t
-	c.mu.Unlock()
-	return c.Conn.SetWriteDeadline(t)
-}
-
-func (c *r2Conn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.wdl = t
-	c.mu.Unlock()
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *r2Conn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return c.Conn.Close()
-}
-
-// r2Dialer is an Endpoint.DialContext that hands out r2Conns. If gate is
+// r2Dialer is an Endpoint.DialContext that hands out rvStallConns (review_engine_test.go) that signal entered when a stalled write begins. If gate is
 // set, the first gate dials wait for each other (at most 2 s) before they
 // connect.
 type r2Dialer struct {
@@ -89,7 +31,7 @@ type r2Dialer struct {
 
 	mu    sync.Mutex
 	dials int
-	conns []*r2Conn
+	conns []*rvStallConn
 }
 
 func newR2Dialer(stallFor time.Duration, gate int) *r2Dialer {
@@ -115,7 +57,8 @@ func (d *r2Dialer) dial(ctx context.Context, network, addr string) (net.Conn, er
 	if err != nil {
 		return nil, err
 	}
-	rc := &r2Conn{Conn: c, d: d, closed: make(chan struct{})}
+	rc := newStallConn(c, d.stallFor)
+	rc.entered = d.entered
 	d.mu.Lock()
 	d.conns = append(d.conns, rc)
 	d.mu.Unlock()
@@ -127,7 +70,7 @@ func (d *r2Dialer) stallAll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, c := range d.conns {
-		c.stall.Store(true)
+		c.stalled.Store(true)
 	}
 }
 

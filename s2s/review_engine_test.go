@@ -206,6 +206,7 @@ type rvStallConn struct {
 	wdl      time.Time
 	closed   chan struct{}
 	once     sync.Once
+	entered  chan struct{} // if set, told (without blocking) when a stalled write begins
 }
 
 func newStallConn(c net.Conn, maxStall time.Duration) *rvStallConn {
@@ -215,6 +216,12 @@ func newStallConn(c net.Conn, maxStall time.Duration) *rvStallConn {
 func (c *rvStallConn) Write(b []byte) (int, error) {
 	if !c.stalled.Load() {
 		return c.Conn.Write(b)
+	}
+	if c.entered != nil {
+		select {
+		case c.entered <- struct{}{}:
+		default:
+		}
 	}
 	c.mu.Lock()
 	dl := c.wdl
