@@ -448,12 +448,11 @@ type failure struct {
 	err   error
 	delay time.Duration
 	n     int
-	ended bool // the Pool is shutting down
 }
 
 // failLocked puts r in back-off and takes its queue. p.mu is held.
 func (p *Pool) failLocked(r *route, err error) failure {
-	f := failure{p: p, pair: r.pair, batch: r.queue, err: err, ended: p.closed && p.ctx.Err() != nil}
+	f := failure{p: p, pair: r.pair, batch: r.queue, err: err}
 	r.queue = nil
 	wakeLocked(r)
 	r.stream = nil
@@ -466,17 +465,9 @@ func (p *Pool) failLocked(r *route, err error) failure {
 }
 
 func (f failure) bounce() {
-	p := f.p
-	typ, cond := bounceCondition(f.err)
-	text := fmt.Sprintf("server-to-server connection to %s failed: %v", f.pair.Remote, f.err)
-	if f.ended {
-		typ, cond, text = stanza.Wait, stanza.RemoteServerTimeout, "server shutting down before the stanza could be sent to "+f.pair.Remote
-	}
-	p.lg().Warn("federation failed; bouncing queued stanzas", slog.String(logkey.Local, f.pair.Local), slog.String(logkey.Remote, f.pair.Remote),
+	f.p.lg().Warn("federation failed; bouncing queued stanzas", slog.String(logkey.Local, f.pair.Local), slog.String(logkey.Remote, f.pair.Remote),
 		slog.Int("bounced", len(f.batch)), slog.Int("failures", f.n), slog.Duration("retry_in", f.delay.Round(time.Millisecond)), slog.String("reason", FailureReason(f.err)), slog.Any(logkey.Err, f.err))
-	for _, st := range f.batch {
-		p.bounce(st, typ, cond, text)
-	}
+	f.p.bounceAll(f.batch, f.pair, f.err)
 }
 
 // sweepLocked forgets routes that hold nothing: idle ones, and back-offs
@@ -522,7 +513,8 @@ func (p *Pool) streamEnded(r *route, s *Stream) {
 	p.bounceAll(left, r.pair, nil)
 }
 
-// bounceAll bounces stanzas the Pool gives up on.
+// bounceAll bounces stanzas the Pool gives up on: err says why (nil: the
+// stream closed); once the Pool is stopping, the bounce says so.
 func (p *Pool) bounceAll(batch []*Stanza, pr Pair, err error) {
 	typ, cond := bounceCondition(err)
 	text := "server-to-server stream to " + pr.Remote + " closed"

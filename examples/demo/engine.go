@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -84,14 +83,8 @@ func engine(ctx context.Context, log *slog.Logger, out io.Writer, dns *srvtest.S
 			},
 			Handler: e.in,
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := listenPublished(dns, domain, "edge")
 		if err != nil {
-			return nil, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		if err := dns.Zone().Add(
-			fmt.Sprintf("_xmpp-server._tcp.%s. 300 IN SRV 0 0 %d edge.%s.", domain, port, domain),
-			fmt.Sprintf("edge.%s. 300 IN A 127.0.0.1", domain)); err != nil {
 			return nil, err
 		}
 		wg.Add(1)

@@ -56,14 +56,8 @@ func federate(ctx context.Context, log *slog.Logger, out io.Writer, dns *srvtest
 			}
 			ep.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := listenPublished(dns, domain, "xmpp")
 		if err != nil {
-			return nil, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		if err := dns.Zone().Add(
-			fmt.Sprintf("_xmpp-server._tcp.%s. 300 IN SRV 0 0 %d xmpp.%s.", domain, port, domain),
-			fmt.Sprintf("xmpp.%s. 300 IN A 127.0.0.1", domain)); err != nil {
 			return nil, err
 		}
 		wg.Add(1)
@@ -139,6 +133,23 @@ func federate(ctx context.Context, log *slog.Logger, out io.Writer, dns *srvtest
 	}
 	fmt.Fprintf(out, "   impostor of verona.example refused: %v\n", err)
 	return nil
+}
+
+// listenPublished listens on a loopback port and publishes it as
+// domain's _xmpp-server._tcp target host.domain.
+func listenPublished(dns *srvtest.Server, domain, host string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := dns.Zone().Add(
+		fmt.Sprintf("_xmpp-server._tcp.%s. 300 IN SRV 0 0 %d %s.%s.", domain, port, host, domain),
+		fmt.Sprintf("%s.%s. 300 IN A 127.0.0.1", host, domain)); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
 // demoCA is a throw-away certificate authority for the demo's domains.
