@@ -95,9 +95,10 @@ type Endpoint struct {
 
 	// Bidi enables XEP-0288 bidirectional streams: inbound streams offer
 	// it, and outbound streams request it when the peer offers it and
-	// someone receives the peer's stanzas (a Server). One TCP connection
-	// then carries both directions for a domain pair, as Prosody and
-	// ejabberd do. Not in TLS-required mode before TLS.
+	// someone receives the peer's stanzas (a Server, once its first Serve
+	// or OutboundPool call has set it up). One TCP connection then
+	// carries both directions for a domain pair, as Prosody and ejabberd
+	// do. Not in TLS-required mode before TLS.
 	Bidi bool
 
 	// Policy, if set, holds the settings that may change at runtime: its

@@ -155,6 +155,12 @@ func (n *Net) AddDomain(name string, opts Options) *Domain {
 		opts.Configure(d.Endpoint, d.Server, d.Pool)
 	}
 
+	// Set the Server up now rather than in the Serve goroutines, so that a
+	// Send right after AddDomain already finds it (for example as the
+	// receiver of bidi streams).
+	if _, err := d.Server.OutboundPool(); err != nil {
+		tb.Fatalf("s2stest: %s: %v", name, err)
+	}
 	var wg sync.WaitGroup
 	serve := func(direct bool) *net.TCPAddr {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
